@@ -1,0 +1,216 @@
+//! Revision manifests: what a revision declares besides its code.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default guest timeout: 10 s.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Default linear-memory cap: 128 MiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
+/// Default output cap: 8 MiB.
+pub const DEFAULT_OUTPUT_BYTES: u64 = 8 << 20;
+/// Most environment variables a manifest may set.
+pub const MAX_ENV_VARS: usize = 256;
+/// Most arguments a manifest may pass.
+pub const MAX_ARGS: usize = 256;
+/// Largest total size of environment and arguments, in bytes.
+pub const MAX_ENV_ARGS_BYTES: usize = 64 << 10;
+
+/// How inputs and outputs reach a function's code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoRuntime {
+    /// The payload is the guest's stdin; its stdout is the result.
+    #[default]
+    Stdio,
+}
+
+/// Resource limits of one invocation, enforced by the executor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock limit of one invocation, in milliseconds.
+    pub timeout_ms: u64,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Cap on the result (stdout), in bytes.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
+        }
+    }
+}
+
+impl Limits {
+    /// The timeout as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// What a revision declares: which executor runs it, how I/O reaches it, its
+/// limits, environment and arguments. Part of the revision id, so it is
+/// immutable once deployed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Manifest {
+    /// Executor name, e.g. `wasm` or `builtin`.
+    pub executor: String,
+    /// I/O runtime.
+    pub io: IoRuntime,
+    /// Limits of each invocation.
+    pub limits: Limits,
+    /// Environment variables visible to the guest (nothing is inherited).
+    pub env: BTreeMap<String, String>,
+    /// Arguments after `argv[0]` (which is the function name).
+    pub args: Vec<String>,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            executor: "wasm".to_owned(),
+            io: IoRuntime::Stdio,
+            limits: Limits::default(),
+            env: BTreeMap::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Why a manifest was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// A field has a value outside what is allowed.
+    #[error("manifest field `{field}`: {reason}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid { field, reason: reason.into() }
+}
+
+impl Manifest {
+    /// The canonical JSON form that enters the revision id.
+    pub fn canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a manifest always serializes")
+    }
+
+    /// Checks the manifest's own consistency (not the worker's ceilings,
+    /// which the worker checks against its configuration).
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let exec = &self.executor;
+        if exec.is_empty()
+            || exec.len() > 32
+            || !exec.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid("executor", format!("{exec:?} is not an executor name")));
+        }
+        if self.limits.timeout_ms == 0 {
+            return Err(invalid("limits.timeout_ms", "must be greater than zero"));
+        }
+        if self.limits.memory_bytes < 64 << 10 {
+            return Err(invalid("limits.memory_bytes", "must be at least 64KiB (one wasm page)"));
+        }
+        if self.limits.output_bytes == 0 {
+            return Err(invalid("limits.output_bytes", "must be greater than zero"));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(invalid("env", format!("{} variables; the limit is {MAX_ENV_VARS}", self.env.len())));
+        }
+        if self.args.len() > MAX_ARGS {
+            return Err(invalid("args", format!("{} arguments; the limit is {MAX_ARGS}", self.args.len())));
+        }
+        let mut total = 0;
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(invalid("env", format!("{k:?} is not a variable name")));
+            }
+            if v.contains('\0') {
+                return Err(invalid("env", format!("the value of {k} contains a NUL byte")));
+            }
+            total += k.len() + v.len() + 2;
+        }
+        for a in &self.args {
+            if a.contains('\0') {
+                return Err(invalid("args", "an argument contains a NUL byte"));
+            }
+            total += a.len() + 1;
+        }
+        if total > MAX_ENV_ARGS_BYTES {
+            return Err(invalid(
+                "env",
+                format!("environment and arguments take {total} bytes; the limit is {MAX_ENV_ARGS_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let m = Manifest::default();
+        assert_eq!(m.executor, "wasm");
+        assert_eq!(m.limits.timeout(), Duration::from_secs(10));
+        assert_eq!(m.limits.memory_bytes, 128 * 1024 * 1024);
+        assert_eq!(m.limits.output_bytes, 8 * 1024 * 1024);
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn parses_partial_json_and_rejects_unknown_fields() {
+        let m: Manifest = serde_json::from_str(r#"{"limits":{"timeout_ms":500},"args":["-v"]}"#).unwrap();
+        assert_eq!(m.limits.timeout_ms, 500);
+        assert_eq!(m.limits.memory_bytes, DEFAULT_MEMORY_BYTES);
+        assert_eq!(m.args, ["-v"]);
+        let err = serde_json::from_str::<Manifest>(r#"{"timeout":5}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `timeout`"), "{err}");
+    }
+
+    #[test]
+    fn canonical_json_is_order_independent() {
+        let mut a = Manifest::default();
+        a.env.insert("B".into(), "2".into());
+        a.env.insert("A".into(), "1".into());
+        let mut b = Manifest::default();
+        b.env.insert("A".into(), "1".into());
+        b.env.insert("B".into(), "2".into());
+        assert_eq!(a.canonical_json(), b.canonical_json());
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let mut m = Manifest::default();
+        m.env.insert("A=B".into(), "x".into());
+        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "env", .. })));
+        let mut m = Manifest::default();
+        m.executor = "../x".into();
+        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "executor", .. })));
+        let mut m = Manifest::default();
+        m.limits.timeout_ms = 0;
+        assert!(m.validate().is_err());
+        let mut m = Manifest::default();
+        m.args = vec!["a".into(); MAX_ARGS + 1];
+        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "args", .. })));
+        let mut m = Manifest::default();
+        m.args = vec!["a".repeat(1000); 100];
+        assert!(m.validate().is_err());
+    }
+}
