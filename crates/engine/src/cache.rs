@@ -1,0 +1,80 @@
+//! On-disk cache of compiled modules.
+//!
+//! Artifacts live under `<root>/<engine fingerprint>/<sha256 of code>.cwasm`.
+//! The fingerprint covers wasmtime's version and every compilation setting,
+//! so an upgrade or a settings change starts a fresh directory instead of
+//! loading incompatible code. Writes go to a temporary file renamed into
+//! place, so a crash never leaves a torn artifact behind.
+
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+use wasmtime::Module;
+
+#[derive(Debug)]
+pub(crate) struct ModuleCache {
+    dir: PathBuf,
+}
+
+impl ModuleCache {
+    pub(crate) fn open(root: &Path, engine: &wasmtime::Engine) -> io::Result<Self> {
+        let mut h = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let dir = root.join(format!("{:016x}", h.finish()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.cwasm"))
+    }
+
+    /// Loads the artifact for the code with this sha256, if one is cached
+    /// and loads cleanly; a corrupt or incompatible one is removed.
+    pub(crate) fn load(&self, engine: &wasmtime::Engine, sha: &str) -> Option<Module> {
+        let path = self.path(sha);
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` trusts its input to be an artifact this
+        // engine produced. The file is written only by `store` below, under a
+        // directory named by this engine's compatibility fingerprint and
+        // keyed by the sha256 of the source; the data directory is the
+        // worker's own. wasmtime still checks the header and refuses an
+        // artifact from another version or configuration.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Module::deserialize_file(engine, &path) };
+        match loaded {
+            Ok(module) => Some(module),
+            Err(e) => {
+                warn!(path = %path.display(), cause = %e, "discarding unusable compiled artifact");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Stores a compiled module; failures are logged, not fatal (the module
+    /// is simply compiled again next time).
+    pub(crate) fn store(&self, module: &Module, sha: &str) {
+        let path = self.path(sha);
+        let result = module
+            .serialize()
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|bytes| {
+                let tmp = self.dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = result {
+            warn!(path = %path.display(), cause = %e, "could not cache compiled module");
+        }
+    }
+
+    /// Removes the artifact of code no revision uses any more.
+    pub(crate) fn remove(&self, sha: &str) {
+        let _ = std::fs::remove_file(self.path(sha));
+    }
+}
