@@ -1,0 +1,189 @@
+//! The function registry routes.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use colony_core::units::{parse_duration, parse_size};
+use colony_core::{ErrorCode, FunctionName, IoRuntime, Manifest};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest JSON body of the small JSON routes.
+const MAX_JSON_BYTES: usize = 64 << 10;
+
+fn invalid_manifest(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidManifest, message)
+}
+
+/// Builds a manifest from deploy query parameters:
+/// `executor`, `io`, `timeout` (`2s`) or `timeout_ms`, `memory` (`64MiB`),
+/// `output` (`8MiB`), `env=K=V` and `arg=A` (repeatable), and `default`.
+/// Returns the manifest and whether to make the revision the default.
+pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiError> {
+    let mut m = Manifest::default();
+    let mut make_default = true;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let bad = |reason: String| invalid_manifest(format!("parameter `{key}`: {reason}"));
+        match &*key {
+            "executor" => m.executor = value.into_owned(),
+            "io" => {
+                m.io = match &*value {
+                    "stdio" => IoRuntime::Stdio,
+                    other => return Err(bad(format!("unknown I/O runtime {other:?}; known: stdio"))),
+                }
+            }
+            "timeout" => {
+                let d = parse_duration(&value).map_err(bad)?;
+                m.limits.timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            "timeout_ms" => {
+                m.limits.timeout_ms = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+            }
+            "memory" => m.limits.memory_bytes = parse_size(&value).map_err(bad)?,
+            "output" => m.limits.output_bytes = parse_size(&value).map_err(bad)?,
+            "env" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("{value:?} is not KEY=VALUE")))?;
+                m.env.insert(k.to_owned(), v.to_owned());
+            }
+            "arg" => m.args.push(value.into_owned()),
+            "default" => {
+                make_default = match &*value {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    other => return Err(bad(format!("{other:?} is not true or false"))),
+                }
+            }
+            _ => {
+                return Err(invalid_manifest(format!(
+                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, default"
+                )));
+            }
+        }
+    }
+    Ok((m, make_default))
+}
+
+/// `PUT /functions/{name}`: the body is the code (a wasm binary, WAT text,
+/// or a builtin's name); the query is the manifest. 201 with the new
+/// revision, or 200 when identical code and manifest were already deployed.
+pub(crate) async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let name = FunctionName::new(name)?;
+    let (manifest, make_default) = manifest_from_query(query.as_deref().unwrap_or(""))?;
+    let limit = usize::try_from(state.worker.config().max_code_bytes).unwrap_or(usize::MAX);
+    let code = crate::body::read(&headers, body, limit).await?;
+    if code.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidModule,
+            "the request body is empty; send the module (or the builtin's name) as the body",
+        ));
+    }
+    let deployed = state.worker.deploy(name, code, manifest, make_default).await?;
+    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(deployed)).into_response())
+}
+
+#[derive(Serialize)]
+pub(crate) struct FunctionList {
+    functions: Vec<colony_worker::FunctionInfo>,
+}
+
+/// `GET /functions`.
+pub(crate) async fn list(State(state): State<AppState>) -> Json<FunctionList> {
+    Json(FunctionList { functions: state.worker.functions() })
+}
+
+/// `GET /functions/{name}`.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<colony_worker::FunctionInfo>, ApiError> {
+    let name = FunctionName::new(name)?;
+    Ok(Json(state.worker.function(&name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetDefault {
+    revision: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct DefaultSet {
+    function: FunctionName,
+    default_revision: colony_core::RevisionId,
+}
+
+/// `PUT /functions/{name}/default` with `{"revision": "<id or prefix>"}`.
+pub(crate) async fn set_default(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<DefaultSet>, ApiError> {
+    let name = FunctionName::new(name)?;
+    let bytes = crate::body::read(&headers, body, MAX_JSON_BYTES).await?;
+    let req: SetDefault = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"revision\": \"<id>\"}}")))?;
+    let id = state.worker.set_default(&name, req.revision.trim()).await?;
+    Ok(Json(DefaultSet { function: name, default_revision: id }))
+}
+
+/// `DELETE /functions/{name}`: 204.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = FunctionName::new(name)?;
+    state.worker.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_builds_the_manifest() {
+        let (m, d) = manifest_from_query(
+            "executor=builtin&timeout=2s&memory=64MiB&output=1MiB&env=A%3D1&env=B=two%3Dx&arg=-v&arg=x+y&default=false",
+        )
+        .unwrap();
+        assert_eq!(m.executor, "builtin");
+        assert_eq!(m.limits.timeout_ms, 2000);
+        assert_eq!(m.limits.memory_bytes, 64 << 20);
+        assert_eq!(m.limits.output_bytes, 1 << 20);
+        assert_eq!(m.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(m.env.get("B").map(String::as_str), Some("two=x"));
+        assert_eq!(m.args, ["-v", "x y"]);
+        assert!(!d);
+    }
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        for (q, needle) in [
+            ("timeout=soon", "`timeout`"),
+            ("memory=lots", "`memory`"),
+            ("env=novalue", "`env`"),
+            ("colour=red", "unknown parameter `colour`"),
+            ("io=files", "`io`"),
+        ] {
+            let err = manifest_from_query(q).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidManifest);
+            assert!(err.message().contains(needle), "{q}: {}", err.message());
+            assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+        }
+    }
+}

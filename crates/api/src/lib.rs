@@ -1,0 +1,92 @@
+//! Colony's HTTP API.
+//!
+//! [`router`] builds the whole API over a [`colony_worker::Worker`], so
+//! tests drive it without a socket; [`serve`] runs it on a listener until a
+//! shutdown future resolves.
+//!
+//! # Layout
+//!
+//! - `error`: [`ApiError`], the one error type of every handler: a status,
+//!   a stable `code` and a message, rendered as JSON.
+//! - `body`: reading request bodies under a size limit (413, not a hang).
+//! - `run`: `POST /run/{name}` and `POST /run/{name}@{rev}`.
+//! - `functions`: deploy, list, show, switch default, delete.
+//! - `status`: `GET /status`.
+//!
+//! # Routes
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | `/run/{name}[@{rev}]` | body → stdin; 200 with stdout |
+//! | PUT | `/functions/{name}` | deploy code (body) with manifest (query) |
+//! | GET | `/functions` | every function |
+//! | GET | `/functions/{name}` | one function, its revisions and default |
+//! | PUT | `/functions/{name}/default` | `{"revision": "<id or prefix>"}` |
+//! | DELETE | `/functions/{name}` | delete the function |
+//! | GET | `/status` | ready/draining, uptime, counts |
+#![forbid(unsafe_code)]
+
+mod body;
+mod error;
+mod functions;
+mod run;
+mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use colony_worker::Worker;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// Default largest request body for `/run`: 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+
+/// Response header naming the revision that ran.
+pub const HEADER_REVISION: &str = "colony-revision";
+/// Response header with the run time in microseconds.
+pub const HEADER_DURATION_US: &str = "colony-duration-us";
+/// Response header with the guest's exit code.
+pub const HEADER_EXIT_CODE: &str = "colony-exit-code";
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The worker.
+    pub worker: Arc<Worker>,
+    /// Largest request body accepted by `/run`.
+    pub max_body_bytes: usize,
+}
+
+/// Builds the API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/run/{target}", post(run::run))
+        .route("/functions", get(functions::list))
+        .route(
+            "/functions/{name}",
+            put(functions::deploy).get(functions::show).delete(functions::delete),
+        )
+        .route("/functions/{name}/default", put(functions::set_default))
+        .route("/status", get(status::status))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops
+/// accepting and lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

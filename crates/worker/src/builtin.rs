@@ -1,0 +1,133 @@
+//! The `builtin` executor: native Rust functions compiled into the worker.
+//!
+//! A builtin revision's "code" is the builtin's name (`echo`, `sha256`,
+//! `wordcount`), so `colony deploy hash --executor builtin sha256` deploys
+//! the sha256 builtin as function `hash`. Builtins obey the output cap;
+//! they are fast and bounded, so timeouts and memory caps do not apply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use colony_core::{Failure, FunctionName, Manifest};
+use sha2::{Digest, Sha256};
+
+use crate::executor::{Call, Executor, PrepareError, Runnable};
+
+/// A builtin function: input bytes to output bytes, or an error message
+/// (reported as a non-zero exit with the message as stderr).
+pub type BuiltinFn = fn(Bytes) -> Result<Bytes, String>;
+
+/// The builtins every worker ships.
+pub const BUILTINS: &[(&str, BuiltinFn, &str)] = &[
+    ("echo", echo, "returns its input unchanged"),
+    ("sha256", sha256, "returns the lower-case hex sha256 of its input"),
+    ("wordcount", wordcount, "returns {\"lines\",\"words\",\"bytes\"} of its input as JSON"),
+];
+
+fn echo(input: Bytes) -> Result<Bytes, String> {
+    Ok(input)
+}
+
+fn sha256(input: Bytes) -> Result<Bytes, String> {
+    Ok(Bytes::from(hex::encode(Sha256::digest(&input))))
+}
+
+fn wordcount(input: Bytes) -> Result<Bytes, String> {
+    let lines = input.iter().filter(|&&b| b == b'\n').count();
+    let words = input.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).count();
+    Ok(Bytes::from(format!(r#"{{"lines":{lines},"words":{words},"bytes":{}}}"#, input.len())))
+}
+
+/// The `builtin` executor, with a table of functions that can be extended
+/// with [`BuiltinExecutor::with`].
+#[derive(Debug, Clone)]
+pub struct BuiltinExecutor {
+    functions: BTreeMap<String, BuiltinFn>,
+}
+
+impl Default for BuiltinExecutor {
+    fn default() -> Self {
+        Self { functions: BUILTINS.iter().map(|(n, f, _)| ((*n).to_owned(), *f)).collect() }
+    }
+}
+
+impl BuiltinExecutor {
+    /// Adds (or replaces) a builtin.
+    pub fn with(mut self, name: impl Into<String>, f: BuiltinFn) -> Self {
+        self.functions.insert(name.into(), f);
+        self
+    }
+}
+
+impl Executor for BuiltinExecutor {
+    fn prepare(
+        &self,
+        _name: &FunctionName,
+        code: &[u8],
+        manifest: &Manifest,
+    ) -> Result<Arc<dyn Runnable>, PrepareError> {
+        let builtin = std::str::from_utf8(code).unwrap_or("").trim();
+        let f = self.functions.get(builtin).ok_or_else(|| PrepareError::InvalidCode {
+            reason: format!(
+                "no builtin named {builtin:?}; available: {}",
+                self.functions.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        Ok(Arc::new(Builtin { f: *f, output_limit: manifest.limits.output_bytes }))
+    }
+}
+
+#[derive(Debug)]
+struct Builtin {
+    f: BuiltinFn,
+    output_limit: u64,
+}
+
+#[async_trait::async_trait]
+impl Runnable for Builtin {
+    async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure> {
+        if call.cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(Failure::Cancelled);
+        }
+        let out = (self.f)(call.input)
+            .map_err(|message| Failure::Exit { exit_code: 1, stderr_tail: message })?;
+        if out.len() as u64 > self.output_limit {
+            return Err(Failure::OutputLimit { limit_bytes: self.output_limit });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_compute_what_they_say() {
+        assert_eq!(echo(Bytes::from_static(b"hi")).unwrap(), "hi");
+        assert_eq!(
+            sha256(Bytes::from_static(b"abc")).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            wordcount(Bytes::from_static(b"one two\nthree\n")).unwrap(),
+            r#"{"lines":2,"words":3,"bytes":14}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_builtin_is_invalid_code_and_output_is_capped() {
+        let exec = BuiltinExecutor::default();
+        let name = FunctionName::new("f").unwrap();
+        let err = exec.prepare(&name, b"nope", &Manifest::default()).unwrap_err();
+        assert!(err.to_string().contains("echo, sha256, wordcount"), "{err}");
+        let mut m = Manifest::default();
+        m.limits.output_bytes = 3;
+        let r = exec.prepare(&name, b"echo", &m).unwrap();
+        let ok = r.run(Call { input: Bytes::from_static(b"abc"), cancel: None }).await.unwrap();
+        assert_eq!(ok, "abc");
+        let err = r.run(Call { input: Bytes::from_static(b"abcd"), cancel: None }).await.unwrap_err();
+        assert_eq!(err, Failure::OutputLimit { limit_bytes: 3 });
+    }
+}

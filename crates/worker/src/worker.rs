@@ -1,0 +1,492 @@
+//! The worker facade.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId};
+use colony_engine::{CancellationToken, Engine, EngineConfig};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use crate::blobs::Blobs;
+use crate::builtin::BuiltinExecutor;
+use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
+use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
+use crate::registry::{FunctionEntry, FunctionInfo, Index, RevisionEntry};
+use crate::scheduler::Scheduler;
+use crate::store::{RevisionRow, Store, now_ms};
+use crate::wasm::WasmExecutor;
+
+/// Whether the worker takes new work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Serving.
+    Ready,
+    /// Shutting down: finishing in-flight work, refusing new work.
+    Draining,
+}
+
+/// The worker's health and load, for `GET /status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Ready or draining.
+    pub state: WorkerState,
+    /// Colony's version.
+    pub version: &'static str,
+    /// Seconds since the worker started.
+    pub uptime_seconds: f64,
+    /// Functions deployed.
+    pub functions: usize,
+    /// Revisions deployed, across all functions.
+    pub revisions: usize,
+    /// Invocations running now.
+    pub running: usize,
+    /// Invocations waiting for a slot now.
+    pub queued: usize,
+    /// Most invocations running at once.
+    pub concurrency: usize,
+    /// Most invocations waiting.
+    pub queue: usize,
+    /// Invocation counters since start.
+    pub invocations: InvocationCounts,
+    /// Compile-cache counters since start.
+    pub engine: EngineCounts,
+}
+
+/// Invocation counters.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InvocationCounts {
+    /// Invocations that succeeded.
+    pub succeeded: u64,
+    /// Invocations that ran and failed (trap, exit, timeout, limits).
+    pub failed: u64,
+    /// Invocations refused because the worker was saturated.
+    pub rejected: u64,
+}
+
+/// Compile-cache counters.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EngineCounts {
+    /// Modules compiled by this process.
+    pub compiled: u64,
+    /// Modules loaded from the on-disk compile cache.
+    pub cache_hits: u64,
+}
+
+/// The result of a deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Deployed {
+    /// The function.
+    pub function: FunctionName,
+    /// The revision id.
+    pub revision: RevisionId,
+    /// The revision's number within the function.
+    pub number: u32,
+    /// False when identical code and manifest were already deployed.
+    pub created: bool,
+    /// Whether the revision is now the function's default.
+    pub default: bool,
+}
+
+/// The result of a successful invocation.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// The revision that ran.
+    pub revision: RevisionId,
+    /// What it produced.
+    pub output: Bytes,
+    /// How long it ran (not counting time waiting for a slot).
+    pub duration: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// One Colony worker on the embedded store: the function registry, the
+/// executors, the scheduler and the counters behind `/status`.
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    engine: Engine,
+    executors: ExecutorRegistry,
+    store: Arc<Mutex<Store>>,
+    blobs: Blobs,
+    index: Index,
+    scheduler: Scheduler,
+    /// Serializes registry writes (deploy, default switch, delete).
+    write_lock: tokio::sync::Mutex<()>,
+    counters: Counters,
+    started: Instant,
+    draining: AtomicBool,
+}
+
+impl Worker {
+    /// Opens the worker on its data directory with the default executors
+    /// (`wasm`, `builtin`) and loads the registry.
+    pub async fn open(config: WorkerConfig) -> Result<Arc<Self>> {
+        Self::open_with(config, |_, _| {}).await
+    }
+
+    /// Like [`Worker::open`], letting `extend` register more executors.
+    pub async fn open_with(
+        config: WorkerConfig,
+        extend: impl FnOnce(&mut ExecutorRegistry, &Engine),
+    ) -> Result<Arc<Self>> {
+        config.validate().map_err(Error::Internal)?;
+        let data = config.data_dir.clone();
+        std::fs::create_dir_all(&data).map_err(|e| {
+            Error::Internal(format!("cannot create data directory {}: {e}", data.display()))
+        })?;
+        let engine = Engine::new(EngineConfig {
+            cache_dir: Some(data.join("compiled")),
+            instances: config.instances,
+            max_memory_bytes: config.max_memory_bytes,
+            epoch_tick: config.epoch_tick,
+        })
+        .map_err(Error::internal)?;
+        let mut executors = ExecutorRegistry::new();
+        executors.register("wasm", Arc::new(WasmExecutor::new(engine.clone())));
+        executors.register("builtin", Arc::new(BuiltinExecutor::default()));
+        extend(&mut executors, &engine);
+        let (store, rows) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let store = Store::open(&data.join("colony.db"))?;
+            let rows = store.load_all()?;
+            Ok((store, rows))
+        })
+        .await
+        .map_err(Error::internal)??;
+        let blobs = Blobs::open(&config.data_dir.join("blobs"))?;
+        let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
+        let worker = Arc::new(Self {
+            engine,
+            executors,
+            store: Arc::new(Mutex::new(store)),
+            blobs,
+            index: Index::load(rows),
+            scheduler,
+            write_lock: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            config,
+        });
+        let (functions, revisions) = worker.index.counts();
+        info!(functions, revisions, data_dir = %worker.config.data_dir.display(), "registry loaded");
+        Ok(worker)
+    }
+
+    /// Prepares every function's default revision in the background, so
+    /// first calls after a start do not pay for loading.
+    pub fn warm_up(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            for f in me.index.all() {
+                if let Ok(rev) = f.resolve(None) {
+                    if let Err(e) = me.prepared(&rev).await {
+                        warn!(function = %f.name, cause = %e, "cannot prepare default revision");
+                    }
+                }
+            }
+        });
+    }
+
+    /// The worker's configuration.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// The executor names this worker knows.
+    pub fn executors(&self) -> Vec<String> {
+        self.executors.names()
+    }
+
+    async fn prepared(&self, rev: &Arc<RevisionEntry>) -> Result<Arc<dyn Runnable>> {
+        rev.prepared
+            .get_or_try_init(|| async {
+                let executor = self
+                    .executors
+                    .get(&rev.row.manifest.executor)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Internal(format!("executor {:?} is not registered", rev.row.manifest.executor))
+                    })?;
+                let blobs = self.blobs.clone();
+                let rev = rev.clone();
+                tokio::task::spawn_blocking(move || {
+                    let code = blobs.get(&rev.row.code_sha256).map_err(|e| {
+                        Error::Internal(format!("code of {}@{} is unreadable: {e}", rev.function, rev.row.id))
+                    })?;
+                    executor
+                        .prepare(&rev.function, &code, &rev.row.manifest)
+                        .map_err(|e| Error::Internal(format!("cannot prepare {}@{}: {e}", rev.function, rev.row.id)))
+                })
+                .await
+                .map_err(Error::internal)?
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one invocation of `target` with `input`, waiting for a slot in
+    /// the bounded queue.
+    pub async fn invoke(&self, target: &FunctionRef, input: Bytes) -> Result<Invoked> {
+        self.invoke_cancellable(target, input, None).await
+    }
+
+    /// Like [`Worker::invoke`], stopping the guest when `cancel` fires.
+    pub async fn invoke_cancellable(
+        &self,
+        target: &FunctionRef,
+        input: Bytes,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Invoked> {
+        let rev = self.index.resolve(target)?;
+        let _slot = match self.scheduler.acquire().await {
+            Ok(slot) => slot,
+            Err(e) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let runnable = self.prepared(&rev).await?;
+        let started = Instant::now();
+        let result = runnable.run(Call { input, cancel }).await;
+        let duration = started.elapsed();
+        match result {
+            Ok(output) => {
+                self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                Ok(Invoked { revision: rev.row.id.clone(), output, duration })
+            }
+            Err(failure) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                Err(Error::Failed { failure, revision: rev.row.id.clone(), duration })
+            }
+        }
+    }
+
+    fn check_ceilings(&self, m: &Manifest) -> Result<()> {
+        m.validate().map_err(|e| Error::InvalidManifest(e.to_string()))?;
+        let c = &self.config;
+        if m.limits.timeout() > c.max_timeout {
+            return Err(Error::InvalidManifest(format!(
+                "timeout of {} ms exceeds this worker's ceiling of {} ms",
+                m.limits.timeout_ms,
+                c.max_timeout.as_millis()
+            )));
+        }
+        if m.limits.memory_bytes > c.max_memory_bytes {
+            return Err(Error::InvalidManifest(format!(
+                "memory limit of {} bytes exceeds this worker's ceiling of {} bytes",
+                m.limits.memory_bytes, c.max_memory_bytes
+            )));
+        }
+        if m.limits.output_bytes > c.max_output_bytes {
+            return Err(Error::InvalidManifest(format!(
+                "output limit of {} bytes exceeds this worker's ceiling of {} bytes",
+                m.limits.output_bytes, c.max_output_bytes
+            )));
+        }
+        if self.executors.get(&m.executor).is_none() {
+            return Err(Error::InvalidManifest(format!(
+                "unknown executor {:?}; this worker has: {}",
+                m.executor,
+                self.executors.names().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Deploys `code` with `manifest` as a revision of `name`. Identical
+    /// code and manifest return the existing revision. The new revision
+    /// becomes the default when `make_default` or when the function is new.
+    /// The code is validated (compiled, for wasm) before anything is stored.
+    pub async fn deploy(
+        &self,
+        name: FunctionName,
+        code: Bytes,
+        manifest: Manifest,
+        make_default: bool,
+    ) -> Result<Deployed> {
+        if code.len() as u64 > self.config.max_code_bytes {
+            return Err(Error::InvalidModule {
+                reason: format!(
+                    "code is {} bytes; this worker accepts at most {}",
+                    code.len(),
+                    self.config.max_code_bytes
+                ),
+            });
+        }
+        self.check_ceilings(&manifest)?;
+        let id = RevisionId::compute(&code, &manifest);
+        let _guard = self.write_lock.lock().await;
+
+        if let Some(existing) = self.index.get(&name) {
+            if let Some(rev) = existing.revisions.iter().find(|r| r.row.id == id) {
+                let number = rev.row.number;
+                let is_default = existing.default_rev == id;
+                if make_default && !is_default {
+                    self.persist_default(&existing, &id).await?;
+                }
+                return Ok(Deployed {
+                    function: name,
+                    revision: id,
+                    number,
+                    created: false,
+                    default: make_default || is_default,
+                });
+            }
+        }
+
+        let executor = self.executors.get(&manifest.executor).cloned().expect("checked above");
+        let row = RevisionRow {
+            id: id.clone(),
+            number: 0,
+            code_sha256: colony_core::revision::sha256_hex(&code),
+            code_size: code.len() as u64,
+            manifest,
+            created_ms: now_ms(),
+        };
+        let (blobs, store, fname, row2) = (self.blobs.clone(), self.store.clone(), name.clone(), row.clone());
+        let existing = self.index.get(&name);
+        let make_default = make_default || existing.is_none();
+        let (runnable, number) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let runnable = executor.prepare(&fname, &code, &row2.manifest).map_err(|e| match e {
+                PrepareError::InvalidCode { reason } => Error::InvalidModule { reason },
+                PrepareError::Internal(m) => Error::Internal(m),
+            })?;
+            blobs.put(&row2.code_sha256, &code)?;
+            let number = store.lock().insert_revision(&fname, &row2, make_default)?;
+            Ok((runnable, number))
+        })
+        .await
+        .map_err(Error::internal)??;
+
+        let prepared = OnceCell::new_with(Some(runnable));
+        let entry = Arc::new(RevisionEntry {
+            function: name.clone(),
+            row: RevisionRow { number, ..row },
+            prepared,
+        });
+        let now = now_ms();
+        let mut f = match existing {
+            Some(e) => (*e).clone(),
+            None => FunctionEntry {
+                name: name.clone(),
+                default_rev: id.clone(),
+                created_ms: now,
+                updated_ms: now,
+                revisions: Vec::new(),
+            },
+        };
+        f.revisions.push(entry);
+        if make_default {
+            f.default_rev = id.clone();
+        }
+        f.updated_ms = now;
+        self.index.put(f);
+        info!(function = %name, revision = %id, number, default = make_default, "deployed");
+        Ok(Deployed { function: name, revision: id, number, created: true, default: make_default })
+    }
+
+    async fn persist_default(&self, f: &FunctionEntry, id: &RevisionId) -> Result<()> {
+        let (store, name, id2) = (self.store.clone(), f.name.clone(), id.clone());
+        tokio::task::spawn_blocking(move || store.lock().set_default(&name, &id2))
+            .await
+            .map_err(Error::internal)??;
+        let mut next = f.clone();
+        next.default_rev = id.clone();
+        next.updated_ms = now_ms();
+        self.index.put(next);
+        info!(function = %f.name, revision = %id, "default revision switched");
+        Ok(())
+    }
+
+    /// Makes the revision `rev` (id or unique prefix) the default of `name`.
+    pub async fn set_default(&self, name: &FunctionName, rev: &str) -> Result<RevisionId> {
+        let r = FunctionRef::parse(&format!("{name}@{rev}"))?;
+        let _guard = self.write_lock.lock().await;
+        let f = self.index.function(name)?;
+        let target = f.resolve(r.rev.as_deref())?;
+        if f.default_rev != target.row.id {
+            self.persist_default(&f, &target.row.id).await?;
+        }
+        Ok(target.row.id.clone())
+    }
+
+    /// Deletes a function, its revisions, and code no other revision uses.
+    pub async fn delete(&self, name: &FunctionName) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        self.index.function(name)?;
+        let (store, n) = (self.store.clone(), name.clone());
+        let orphaned = tokio::task::spawn_blocking(move || store.lock().delete_function(&n))
+            .await
+            .map_err(Error::internal)??;
+        self.index.remove(name);
+        for sha in &orphaned {
+            self.blobs.remove(sha);
+            self.engine.forget(sha);
+        }
+        info!(function = %name, "deleted");
+        Ok(())
+    }
+
+    /// Every function, sorted by name.
+    pub fn functions(&self) -> Vec<FunctionInfo> {
+        self.index.all().iter().map(|f| f.info()).collect()
+    }
+
+    /// One function.
+    pub fn function(&self, name: &FunctionName) -> Result<FunctionInfo> {
+        Ok(self.index.function(name)?.info())
+    }
+
+    /// Health and load.
+    pub fn status(&self) -> Status {
+        let (functions, revisions) = self.index.counts();
+        let es = self.engine.stats();
+        Status {
+            state: self.state(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            functions,
+            revisions,
+            running: self.scheduler.running(),
+            queued: self.scheduler.queued(),
+            concurrency: self.scheduler.concurrency(),
+            queue: self.scheduler.queue_limit(),
+            invocations: InvocationCounts {
+                succeeded: self.counters.succeeded.load(Ordering::Relaxed),
+                failed: self.counters.failed.load(Ordering::Relaxed),
+                rejected: self.counters.rejected.load(Ordering::Relaxed),
+            },
+            engine: EngineCounts { compiled: es.compiled, cache_hits: es.cache_hits },
+        }
+    }
+
+    /// Ready or draining.
+    pub fn state(&self) -> WorkerState {
+        if self.draining.load(Ordering::Acquire) { WorkerState::Draining } else { WorkerState::Ready }
+    }
+
+    /// Stops taking new invocations; in-flight ones go on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.scheduler.close();
+    }
+
+    /// Waits for in-flight invocations to finish, at most `timeout`;
+    /// returns whether they all did.
+    pub async fn drained(&self, timeout: Duration) -> bool {
+        self.scheduler.drained(timeout).await
+    }
+}
