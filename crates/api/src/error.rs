@@ -26,7 +26,14 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Map::new(), retry_after: None, revision: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+            retry_after: None,
+            revision: None,
+        }
     }
 
     /// A 400 with code `bad_request`.
@@ -89,7 +96,11 @@ impl From<Error> for ApiError {
                 err.retry_after = Some(1);
                 err
             }
-            Error::Failed { failure, revision, duration } => {
+            Error::Failed {
+                failure,
+                revision,
+                duration,
+            } => {
                 if let Failure::Internal { message } = &failure {
                     error!(cause = %message, revision = %revision, "invocation failed internally");
                     let mut err = internal();
@@ -100,7 +111,8 @@ impl From<Error> for ApiError {
                     .detail("revision", revision.as_str())
                     .detail("duration_ms", duration.as_secs_f64() * 1000.0);
                 err.revision = Some(revision.to_string());
-                let Value::Object(fields) = serde_json::to_value(&failure).expect("failure serializes")
+                let Value::Object(fields) =
+                    serde_json::to_value(&failure).expect("failure serializes")
                 else {
                     unreachable!("a tagged enum serializes to an object")
                 };
@@ -156,10 +168,17 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no route for {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no route for {}", uri.path()),
+    )
 }
 
-pub(crate) async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::MethodNotAllowed,

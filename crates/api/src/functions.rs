@@ -6,8 +6,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use colony_core::units::{parse_duration, parse_size};
+use colony_core::wire::{DefaultSet, FunctionInfo, FunctionList, SetDefault};
 use colony_core::{ErrorCode, FunctionName, IoRuntime, Manifest};
-use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -33,7 +33,9 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             "io" => {
                 m.io = match &*value {
                     "stdio" => IoRuntime::Stdio,
-                    other => return Err(bad(format!("unknown I/O runtime {other:?}; known: stdio"))),
+                    other => {
+                        return Err(bad(format!("unknown I/O runtime {other:?}; known: stdio")));
+                    }
                 }
             }
             "timeout" => {
@@ -41,7 +43,9 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
                 m.limits.timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             "timeout_ms" => {
-                m.limits.timeout_ms = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+                m.limits.timeout_ms = value
+                    .parse()
+                    .map_err(|_| bad(format!("{value:?} is not a number")))?
             }
             "memory" => m.limits.memory_bytes = parse_size(&value).map_err(bad)?,
             "output" => m.limits.output_bytes = parse_size(&value).map_err(bad)?,
@@ -90,40 +94,32 @@ pub(crate) async fn deploy(
             "the request body is empty; send the module (or the builtin's name) as the body",
         ));
     }
-    let deployed = state.worker.deploy(name, code, manifest, make_default).await?;
-    let status = if deployed.created { StatusCode::CREATED } else { StatusCode::OK };
+    let deployed = state
+        .worker
+        .deploy(name, code, manifest, make_default)
+        .await?;
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(deployed)).into_response())
-}
-
-#[derive(Serialize)]
-pub(crate) struct FunctionList {
-    functions: Vec<colony_worker::FunctionInfo>,
 }
 
 /// `GET /functions`.
 pub(crate) async fn list(State(state): State<AppState>) -> Json<FunctionList> {
-    Json(FunctionList { functions: state.worker.functions() })
+    Json(FunctionList {
+        functions: state.worker.functions(),
+    })
 }
 
 /// `GET /functions/{name}`.
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<colony_worker::FunctionInfo>, ApiError> {
+) -> Result<Json<FunctionInfo>, ApiError> {
     let name = FunctionName::new(name)?;
     Ok(Json(state.worker.function(&name)?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SetDefault {
-    revision: String,
-}
-
-#[derive(Serialize)]
-pub(crate) struct DefaultSet {
-    function: FunctionName,
-    default_revision: colony_core::RevisionId,
 }
 
 /// `PUT /functions/{name}/default` with `{"revision": "<id or prefix>"}`.
@@ -135,10 +131,16 @@ pub(crate) async fn set_default(
 ) -> Result<Json<DefaultSet>, ApiError> {
     let name = FunctionName::new(name)?;
     let bytes = crate::body::read(&headers, body, MAX_JSON_BYTES).await?;
-    let req: SetDefault = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"revision\": \"<id>\"}}")))?;
+    let req: SetDefault = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid JSON body: {e}; expected {{\"revision\": \"<id>\"}}"
+        ))
+    })?;
     let id = state.worker.set_default(&name, req.revision.trim()).await?;
-    Ok(Json(DefaultSet { function: name, default_revision: id }))
+    Ok(Json(DefaultSet {
+        function: name,
+        default_revision: id,
+    }))
 }
 
 /// `DELETE /functions/{name}`: 204.

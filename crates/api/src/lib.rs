@@ -68,7 +68,9 @@ pub fn router(state: AppState) -> Router {
         .route("/functions", get(functions::list))
         .route(
             "/functions/{name}",
-            put(functions::deploy).get(functions::show).delete(functions::delete),
+            put(functions::deploy)
+                .get(functions::show)
+                .delete(functions::delete),
         )
         .route("/functions/{name}/default", put(functions::set_default))
         .route("/status", get(status::status))
@@ -88,5 +90,7 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -21,11 +21,17 @@ pub(crate) async fn run(
     let done = state.worker.invoke(&target, input).await?;
     let mut resp = (StatusCode::OK, done.output).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     if let Ok(v) = HeaderValue::from_str(done.revision.as_str()) {
         h.insert(HEADER_REVISION, v);
     }
-    h.insert(HEADER_DURATION_US, HeaderValue::from(done.duration.as_micros() as u64));
+    h.insert(
+        HEADER_DURATION_US,
+        HeaderValue::from(done.duration.as_micros() as u64),
+    );
     h.insert(HEADER_EXIT_CODE, HeaderValue::from_static("0"));
     Ok(resp)
 }

@@ -89,8 +89,15 @@ mod tests {
 
     #[test]
     fn serde_spelling_matches_as_str() {
-        for c in [ErrorCode::FunctionNotFound, ErrorCode::OutputLimitExceeded, ErrorCode::Internal] {
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
+        for c in [
+            ErrorCode::FunctionNotFound,
+            ErrorCode::OutputLimitExceeded,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.as_str())
+            );
         }
     }
 }

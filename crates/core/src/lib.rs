@@ -12,6 +12,7 @@
 //! - [`units`]: human spellings of durations (`500ms`) and sizes (`64MiB`).
 //! - [`failure`]: why one invocation failed, in terms a caller can act on.
 //! - [`code`]: the stable machine-readable error codes of the API.
+//! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
 //!
 //! # Concepts
 //!
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod name;
 pub mod revision;
 pub mod units;
+pub mod wire;
 
 pub use code::ErrorCode;
 pub use failure::Failure;

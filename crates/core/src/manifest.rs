@@ -100,7 +100,10 @@ pub enum ManifestError {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
-    ManifestError::Invalid { field, reason: reason.into() }
+    ManifestError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 impl Manifest {
@@ -115,24 +118,38 @@ impl Manifest {
         let exec = &self.executor;
         if exec.is_empty()
             || exec.len() > 32
-            || !exec.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || !exec
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(invalid("executor", format!("{exec:?} is not an executor name")));
+            return Err(invalid(
+                "executor",
+                format!("{exec:?} is not an executor name"),
+            ));
         }
         if self.limits.timeout_ms == 0 {
             return Err(invalid("limits.timeout_ms", "must be greater than zero"));
         }
         if self.limits.memory_bytes < 64 << 10 {
-            return Err(invalid("limits.memory_bytes", "must be at least 64KiB (one wasm page)"));
+            return Err(invalid(
+                "limits.memory_bytes",
+                "must be at least 64KiB (one wasm page)",
+            ));
         }
         if self.limits.output_bytes == 0 {
             return Err(invalid("limits.output_bytes", "must be greater than zero"));
         }
         if self.env.len() > MAX_ENV_VARS {
-            return Err(invalid("env", format!("{} variables; the limit is {MAX_ENV_VARS}", self.env.len())));
+            return Err(invalid(
+                "env",
+                format!("{} variables; the limit is {MAX_ENV_VARS}", self.env.len()),
+            ));
         }
         if self.args.len() > MAX_ARGS {
-            return Err(invalid("args", format!("{} arguments; the limit is {MAX_ARGS}", self.args.len())));
+            return Err(invalid(
+                "args",
+                format!("{} arguments; the limit is {MAX_ARGS}", self.args.len()),
+            ));
         }
         let mut total = 0;
         for (k, v) in &self.env {
@@ -140,7 +157,10 @@ impl Manifest {
                 return Err(invalid("env", format!("{k:?} is not a variable name")));
             }
             if v.contains('\0') {
-                return Err(invalid("env", format!("the value of {k} contains a NUL byte")));
+                return Err(invalid(
+                    "env",
+                    format!("the value of {k} contains a NUL byte"),
+                ));
             }
             total += k.len() + v.len() + 2;
         }
@@ -153,7 +173,9 @@ impl Manifest {
         if total > MAX_ENV_ARGS_BYTES {
             return Err(invalid(
                 "env",
-                format!("environment and arguments take {total} bytes; the limit is {MAX_ENV_ARGS_BYTES}"),
+                format!(
+                    "environment and arguments take {total} bytes; the limit is {MAX_ENV_ARGS_BYTES}"
+                ),
             ));
         }
         Ok(())
@@ -176,7 +198,8 @@ mod tests {
 
     #[test]
     fn parses_partial_json_and_rejects_unknown_fields() {
-        let m: Manifest = serde_json::from_str(r#"{"limits":{"timeout_ms":500},"args":["-v"]}"#).unwrap();
+        let m: Manifest =
+            serde_json::from_str(r#"{"limits":{"timeout_ms":500},"args":["-v"]}"#).unwrap();
         assert_eq!(m.limits.timeout_ms, 500);
         assert_eq!(m.limits.memory_bytes, DEFAULT_MEMORY_BYTES);
         assert_eq!(m.args, ["-v"]);
@@ -199,16 +222,28 @@ mod tests {
     fn rejects_bad_fields() {
         let mut m = Manifest::default();
         m.env.insert("A=B".into(), "x".into());
-        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "env", .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::Invalid { field: "env", .. })
+        ));
         let mut m = Manifest::default();
         m.executor = "../x".into();
-        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "executor", .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::Invalid {
+                field: "executor",
+                ..
+            })
+        ));
         let mut m = Manifest::default();
         m.limits.timeout_ms = 0;
         assert!(m.validate().is_err());
         let mut m = Manifest::default();
         m.args = vec!["a".into(); MAX_ARGS + 1];
-        assert!(matches!(m.validate(), Err(ManifestError::Invalid { field: "args", .. })));
+        assert!(matches!(
+            m.validate(),
+            Err(ManifestError::Invalid { field: "args", .. })
+        ));
         let mut m = Manifest::default();
         m.args = vec!["a".repeat(1000); 100];
         assert!(m.validate().is_err());

@@ -108,14 +108,20 @@ impl FunctionRef {
     /// Parses `name` or `name@rev`.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         match s.split_once('@') {
-            None => Ok(Self { name: FunctionName::new(s)?, rev: None }),
+            None => Ok(Self {
+                name: FunctionName::new(s)?,
+                rev: None,
+            }),
             Some((name, rev)) => {
                 let name = FunctionName::new(name)?;
                 let rev = rev.to_ascii_lowercase();
                 if !crate::revision::is_valid_prefix(&rev) {
                     return Err(NameError::InvalidRevision { rev });
                 }
-                Ok(Self { name, rev: Some(rev) })
+                Ok(Self {
+                    name,
+                    rev: Some(rev),
+                })
             }
         }
     }
@@ -143,18 +149,30 @@ mod tests {
 
     #[test]
     fn accepts_valid_names() {
-        for ok in ["a", "echo", "json-transform", "a_b", "0day", &"x".repeat(63)] {
+        for ok in [
+            "a",
+            "echo",
+            "json-transform",
+            "a_b",
+            "0day",
+            &"x".repeat(63),
+        ] {
             assert_eq!(FunctionName::new(ok).unwrap().as_str(), ok);
         }
     }
 
     #[test]
     fn rejects_path_tricks_and_bad_characters() {
-        for bad in ["..", "../etc", "a/b", "A", "-a", "_a", "a.b", "a b", "é", "a\0", "a@b"] {
+        for bad in [
+            "..", "../etc", "a/b", "A", "-a", "_a", "a.b", "a b", "é", "a\0", "a@b",
+        ] {
             assert!(FunctionName::new(bad).is_err(), "{bad:?} must be rejected");
         }
         assert_eq!(FunctionName::new(""), Err(NameError::Empty));
-        assert_eq!(FunctionName::new("x".repeat(64)), Err(NameError::TooLong { len: 64 }));
+        assert_eq!(
+            FunctionName::new("x".repeat(64)),
+            Err(NameError::TooLong { len: 64 })
+        );
     }
 
     #[test]
@@ -164,8 +182,14 @@ mod tests {
         let r = FunctionRef::parse("echo@ABCDEF12").unwrap();
         assert_eq!(r.rev.as_deref(), Some("abcdef12"));
         assert_eq!(r.to_string(), "echo@abcdef12");
-        assert!(matches!(FunctionRef::parse("echo@xyz"), Err(NameError::InvalidRevision { .. })));
-        assert!(matches!(FunctionRef::parse("echo@abc"), Err(NameError::InvalidRevision { .. })));
+        assert!(matches!(
+            FunctionRef::parse("echo@xyz"),
+            Err(NameError::InvalidRevision { .. })
+        ));
+        assert!(matches!(
+            FunctionRef::parse("echo@abc"),
+            Err(NameError::InvalidRevision { .. })
+        ));
         assert!(FunctionRef::parse("Echo@abcdef12").is_err());
     }
 }

@@ -30,8 +30,10 @@ impl RevisionId {
 
     /// Wraps an id read back from storage; `None` if it is not 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(s.to_owned()))
+        (s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_owned()))
     }
 
     /// The full hex id.
@@ -54,7 +56,8 @@ impl fmt::Display for RevisionId {
 /// Whether `s` can name a revision: lower-case hex, 8 to 64 digits.
 pub fn is_valid_prefix(s: &str) -> bool {
     (MIN_PREFIX_LEN..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The lower-case hex sha256 of `bytes` (used to address code blobs).

@@ -49,14 +49,18 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Engine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> Result<Self> {
-        let setup = |e: &dyn std::fmt::Display| Error::Setup { reason: e.to_string() };
+        let setup = |e: &dyn std::fmt::Display| Error::Setup {
+            reason: e.to_string(),
+        };
         let n = config.instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(n)
@@ -132,7 +136,9 @@ impl Engine {
             .inner
             .linker
             .instantiate_pre(&module)
-            .map_err(|e| Error::NotACommand { reason: format!("{e:#}") })?;
+            .map_err(|e| Error::NotACommand {
+                reason: format!("{e:#}"),
+            })?;
         if from_cache {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
             debug!(code = %sha, "loaded compiled module from cache");
@@ -161,7 +167,9 @@ fn compile(engine: &wasmtime::Engine, code: &[u8]) -> Result<Module> {
             reason: "not a WebAssembly binary (no \\0asm header) and not WAT text".to_owned(),
         });
     }
-    Module::new(engine, code).map_err(|e| Error::InvalidModule { reason: format!("{e:#}") })
+    Module::new(engine, code).map_err(|e| Error::InvalidModule {
+        reason: format!("{e:#}"),
+    })
 }
 
 fn check_command(module: &Module) -> Result<()> {
@@ -193,6 +201,8 @@ fn spawn_ticker(engine: wasmtime::Engine, tick: Duration, stop: Arc<AtomicBool>)
         .map(|_| ())
         .map_err(|e| {
             warn!(cause = %e, "cannot start the epoch ticker");
-            Error::Setup { reason: format!("cannot start the epoch ticker: {e}") }
+            Error::Setup {
+                reason: format!("cannot start the epoch ticker: {e}"),
+            }
         })
 }

@@ -72,7 +72,9 @@ pub struct Program {
 
 impl std::fmt::Debug for Program {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Program").field("code_sha256", &self.code_sha256).finish_non_exhaustive()
+        f.debug_struct("Program")
+            .field("code_sha256", &self.code_sha256)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,11 @@ enum Stage {
 
 impl Program {
     pub(crate) fn new(engine: Engine, pre: InstancePre<Host>, code_sha256: String) -> Self {
-        Self { engine, pre, code_sha256 }
+        Self {
+            engine,
+            pre,
+            code_sha256,
+        }
     }
 
     /// The sha256 of the module's code.
@@ -113,7 +119,10 @@ impl Program {
         let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let host = Host {
             wasi,
-            cap: MemoryCap { limit: memory_limit, exceeded: false },
+            cap: MemoryCap {
+                limit: memory_limit,
+                exceeded: false,
+            },
             deadline,
             cancel: inv.cancel.cloned(),
             interrupted: None,
@@ -142,8 +151,11 @@ impl Program {
         let cancel = inv.cancel;
         let outcome = {
             let run = async {
-                let instance =
-                    self.pre.instantiate_async(&mut store).await.map_err(Stage::Instantiate)?;
+                let instance = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(Stage::Instantiate)?;
                 let start = instance
                     .get_typed_func::<(), ()>(&mut store, "_start")
                     .map_err(Stage::Run)?;
@@ -160,30 +172,43 @@ impl Program {
         let h = store.data();
         let tail = || stderr.text();
         let result = match outcome {
-            Outcome::Backstop => Err(Failure::Timeout { limit_ms: limits.timeout_ms }),
+            Outcome::Backstop => Err(Failure::Timeout {
+                limit_ms: limits.timeout_ms,
+            }),
             Outcome::Cancelled => Err(Failure::Cancelled),
             Outcome::Done(Ok(())) => Ok(()),
-            Outcome::Done(Err(_)) if h.cap.exceeded => {
-                Err(Failure::MemoryLimit { limit_bytes: limits.memory_bytes })
-            }
-            Outcome::Done(Err(_)) if stdout.overflowed() => {
-                Err(Failure::OutputLimit { limit_bytes: limits.output_bytes })
-            }
+            Outcome::Done(Err(_)) if h.cap.exceeded => Err(Failure::MemoryLimit {
+                limit_bytes: limits.memory_bytes,
+            }),
+            Outcome::Done(Err(_)) if stdout.overflowed() => Err(Failure::OutputLimit {
+                limit_bytes: limits.output_bytes,
+            }),
             Outcome::Done(Err(_)) if h.interrupted.is_some() => match h.interrupted {
                 Some(Interrupt::Cancelled) => Err(Failure::Cancelled),
-                _ => Err(Failure::Timeout { limit_ms: limits.timeout_ms }),
+                _ => Err(Failure::Timeout {
+                    limit_ms: limits.timeout_ms,
+                }),
             },
-            Outcome::Done(Err(Stage::Instantiate(e))) => {
-                Err(Failure::Internal { message: format!("cannot instantiate: {e:#}") })
-            }
+            Outcome::Done(Err(Stage::Instantiate(e))) => Err(Failure::Internal {
+                message: format!("cannot instantiate: {e:#}"),
+            }),
             Outcome::Done(Err(Stage::Run(e))) => match e.downcast_ref::<I32Exit>() {
                 Some(I32Exit(0)) => Ok(()),
-                Some(I32Exit(code)) => Err(Failure::Exit { exit_code: *code, stderr_tail: tail() }),
-                None => Err(Failure::Trap { message: trap_message(&e), stderr_tail: tail() }),
+                Some(I32Exit(code)) => Err(Failure::Exit {
+                    exit_code: *code,
+                    stderr_tail: tail(),
+                }),
+                None => Err(Failure::Trap {
+                    message: trap_message(&e),
+                    stderr_tail: tail(),
+                }),
             },
         };
         drop(store);
-        result.map(|()| Output { stdout: stdout.take(), stderr_tail: stderr.text() })
+        result.map(|()| Output {
+            stdout: stdout.take(),
+            stderr_tail: stderr.text(),
+        })
     }
 }
 

@@ -37,7 +37,10 @@ pub(crate) struct CappedOutput {
 
 impl CappedOutput {
     pub(crate) fn new(cap: usize) -> Self {
-        Self { cap, shared: Arc::default() }
+        Self {
+            cap,
+            shared: Arc::default(),
+        }
     }
 
     /// Whether the guest tried to write past the cap.
@@ -83,7 +86,8 @@ impl Pollable for CappedOutput {
 
 impl OutputStream for CappedOutput {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
-        self.push(&bytes).map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
+        self.push(&bytes)
+            .map_err(|e| StreamError::Trap(wasmtime::Error::new(e)))
     }
     fn flush(&mut self) -> Result<(), StreamError> {
         Ok(())
@@ -94,7 +98,11 @@ impl OutputStream for CappedOutput {
 }
 
 impl AsyncWrite for CappedOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(self.push(buf).map(|()| buf.len()).map_err(io::Error::other))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -115,7 +123,10 @@ pub(crate) struct Tail {
 
 impl Tail {
     pub(crate) fn new(cap: usize) -> Self {
-        Self { cap, buf: Arc::default() }
+        Self {
+            cap,
+            buf: Arc::default(),
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -174,7 +185,11 @@ impl OutputStream for Tail {
 }
 
 impl AsyncWrite for Tail {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

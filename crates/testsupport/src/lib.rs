@@ -13,3 +13,4 @@
 
 pub mod guests;
 pub mod server;
+pub use server::TestServer;

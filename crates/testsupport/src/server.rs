@@ -34,7 +34,14 @@ impl TestServer {
     pub fn start_in(bin: &Path, data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, url) = spawn(bin, data_dir, &extra);
-        Self { child, url, data_dir: data_dir.to_owned(), bin: bin.to_owned(), extra, _tmp: None }
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+            bin: bin.to_owned(),
+            extra,
+            _tmp: None,
+        }
     }
 
     /// The process id.
@@ -51,7 +58,10 @@ impl TestServer {
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns the
     /// exit status, or `None` if it had to be killed.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -87,7 +97,10 @@ fn spawn(bin: &Path, data_dir: &Path, extra: &[String]) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)
-        .env("COLONY_LOG", std::env::var("COLONY_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "COLONY_LOG",
+            std::env::var("COLONY_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -15,7 +15,9 @@ pub(crate) struct Blobs {
 impl Blobs {
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_owned() })
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
     }
 
     fn path(&self, sha: &str) -> PathBuf {

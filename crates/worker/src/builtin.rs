@@ -21,8 +21,16 @@ pub type BuiltinFn = fn(Bytes) -> Result<Bytes, String>;
 /// The builtins every worker ships.
 pub const BUILTINS: &[(&str, BuiltinFn, &str)] = &[
     ("echo", echo, "returns its input unchanged"),
-    ("sha256", sha256, "returns the lower-case hex sha256 of its input"),
-    ("wordcount", wordcount, "returns {\"lines\",\"words\",\"bytes\"} of its input as JSON"),
+    (
+        "sha256",
+        sha256,
+        "returns the lower-case hex sha256 of its input",
+    ),
+    (
+        "wordcount",
+        wordcount,
+        "returns {\"lines\",\"words\",\"bytes\"} of its input as JSON",
+    ),
 ];
 
 fn echo(input: Bytes) -> Result<Bytes, String> {
@@ -35,8 +43,14 @@ fn sha256(input: Bytes) -> Result<Bytes, String> {
 
 fn wordcount(input: Bytes) -> Result<Bytes, String> {
     let lines = input.iter().filter(|&&b| b == b'\n').count();
-    let words = input.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).count();
-    Ok(Bytes::from(format!(r#"{{"lines":{lines},"words":{words},"bytes":{}}}"#, input.len())))
+    let words = input
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .count();
+    Ok(Bytes::from(format!(
+        r#"{{"lines":{lines},"words":{words},"bytes":{}}}"#,
+        input.len()
+    )))
 }
 
 /// The `builtin` executor, with a table of functions that can be extended
@@ -48,7 +62,12 @@ pub struct BuiltinExecutor {
 
 impl Default for BuiltinExecutor {
     fn default() -> Self {
-        Self { functions: BUILTINS.iter().map(|(n, f, _)| ((*n).to_owned(), *f)).collect() }
+        Self {
+            functions: BUILTINS
+                .iter()
+                .map(|(n, f, _)| ((*n).to_owned(), *f))
+                .collect(),
+        }
     }
 }
 
@@ -68,13 +87,23 @@ impl Executor for BuiltinExecutor {
         manifest: &Manifest,
     ) -> Result<Arc<dyn Runnable>, PrepareError> {
         let builtin = std::str::from_utf8(code).unwrap_or("").trim();
-        let f = self.functions.get(builtin).ok_or_else(|| PrepareError::InvalidCode {
-            reason: format!(
-                "no builtin named {builtin:?}; available: {}",
-                self.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        })?;
-        Ok(Arc::new(Builtin { f: *f, output_limit: manifest.limits.output_bytes }))
+        let f = self
+            .functions
+            .get(builtin)
+            .ok_or_else(|| PrepareError::InvalidCode {
+                reason: format!(
+                    "no builtin named {builtin:?}; available: {}",
+                    self.functions
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
+        Ok(Arc::new(Builtin {
+            f: *f,
+            output_limit: manifest.limits.output_bytes,
+        }))
     }
 }
 
@@ -90,10 +119,14 @@ impl Runnable for Builtin {
         if call.cancel.is_some_and(|c| c.is_cancelled()) {
             return Err(Failure::Cancelled);
         }
-        let out = (self.f)(call.input)
-            .map_err(|message| Failure::Exit { exit_code: 1, stderr_tail: message })?;
+        let out = (self.f)(call.input).map_err(|message| Failure::Exit {
+            exit_code: 1,
+            stderr_tail: message,
+        })?;
         if out.len() as u64 > self.output_limit {
-            return Err(Failure::OutputLimit { limit_bytes: self.output_limit });
+            return Err(Failure::OutputLimit {
+                limit_bytes: self.output_limit,
+            });
         }
         Ok(out)
     }
@@ -120,14 +153,28 @@ mod tests {
     async fn unknown_builtin_is_invalid_code_and_output_is_capped() {
         let exec = BuiltinExecutor::default();
         let name = FunctionName::new("f").unwrap();
-        let err = exec.prepare(&name, b"nope", &Manifest::default()).unwrap_err();
+        let err = exec
+            .prepare(&name, b"nope", &Manifest::default())
+            .unwrap_err();
         assert!(err.to_string().contains("echo, sha256, wordcount"), "{err}");
         let mut m = Manifest::default();
         m.limits.output_bytes = 3;
         let r = exec.prepare(&name, b"echo", &m).unwrap();
-        let ok = r.run(Call { input: Bytes::from_static(b"abc"), cancel: None }).await.unwrap();
+        let ok = r
+            .run(Call {
+                input: Bytes::from_static(b"abc"),
+                cancel: None,
+            })
+            .await
+            .unwrap();
         assert_eq!(ok, "abc");
-        let err = r.run(Call { input: Bytes::from_static(b"abcd"), cancel: None }).await.unwrap_err();
+        let err = r
+            .run(Call {
+                input: Bytes::from_static(b"abcd"),
+                cancel: None,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err, Failure::OutputLimit { limit_bytes: 3 });
     }
 }

@@ -40,9 +40,9 @@ mod wasm;
 mod worker;
 
 pub use builtin::{BUILTINS, BuiltinExecutor, BuiltinFn};
+pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
-pub use registry::{FunctionInfo, RevisionInfo};
 pub use wasm::WasmExecutor;
-pub use worker::{Deployed, Invoked, Status, Worker, WorkerState};
+pub use worker::{Invoked, Worker};

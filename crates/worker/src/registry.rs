@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId};
+use colony_core::wire::{FunctionInfo, RevisionInfo};
+use colony_core::{FunctionName, FunctionRef, RevisionId};
 use parking_lot::RwLock;
-use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
@@ -34,40 +34,6 @@ pub(crate) struct FunctionEntry {
     pub(crate) revisions: Vec<Arc<RevisionEntry>>,
 }
 
-/// A revision as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct RevisionInfo {
-    /// The revision id (sha256 of code and manifest).
-    pub id: RevisionId,
-    /// 1 for the function's first revision, then 2, 3, ...
-    pub number: u32,
-    /// Whether this is the function's default revision.
-    pub default: bool,
-    /// The sha256 of the code.
-    pub code_sha256: String,
-    /// Size of the code in bytes.
-    pub code_size: u64,
-    /// The manifest.
-    pub manifest: Manifest,
-    /// Creation time, milliseconds since the Unix epoch.
-    pub created_ms: i64,
-}
-
-/// A function as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FunctionInfo {
-    /// The function's name.
-    pub name: FunctionName,
-    /// Its default revision.
-    pub default_revision: RevisionId,
-    /// Creation time, milliseconds since the Unix epoch.
-    pub created_ms: i64,
-    /// Last change (new revision or default switch).
-    pub updated_ms: i64,
-    /// Its revisions, oldest first.
-    pub revisions: Vec<RevisionInfo>,
-}
-
 impl FunctionEntry {
     pub(crate) fn from_row(row: FunctionRow) -> Self {
         let name = row.name;
@@ -76,7 +42,11 @@ impl FunctionEntry {
                 .revisions
                 .into_iter()
                 .map(|r| {
-                    Arc::new(RevisionEntry { function: name.clone(), row: r, prepared: OnceCell::new() })
+                    Arc::new(RevisionEntry {
+                        function: name.clone(),
+                        row: r,
+                        prepared: OnceCell::new(),
+                    })
                 })
                 .collect(),
             name,
@@ -112,7 +82,10 @@ impl FunctionEntry {
     /// starts with the given prefix (which must match exactly one).
     pub(crate) fn resolve(&self, rev: Option<&str>) -> Result<Arc<RevisionEntry>> {
         let want = rev.unwrap_or(self.default_rev.as_str());
-        let mut found = self.revisions.iter().filter(|r| r.row.id.as_str().starts_with(want));
+        let mut found = self
+            .revisions
+            .iter()
+            .filter(|r| r.row.id.as_str().starts_with(want));
         match (found.next(), found.next()) {
             (Some(r), None) => Ok(r.clone()),
             (None, _) => Err(Error::RevisionNotFound {
@@ -122,7 +95,11 @@ impl FunctionEntry {
             (Some(_), Some(_)) => Err(Error::AmbiguousRevision {
                 name: self.name.to_string(),
                 rev: want.to_owned(),
-                matches: self.revisions.iter().filter(|r| r.row.id.as_str().starts_with(want)).count(),
+                matches: self
+                    .revisions
+                    .iter()
+                    .filter(|r| r.row.id.as_str().starts_with(want))
+                    .count(),
             }),
         }
     }
@@ -140,7 +117,9 @@ impl Index {
             .into_iter()
             .map(|r| (r.name.clone(), Arc::new(FunctionEntry::from_row(r))))
             .collect();
-        Self { functions: RwLock::new(map) }
+        Self {
+            functions: RwLock::new(map),
+        }
     }
 
     pub(crate) fn get(&self, name: &FunctionName) -> Option<Arc<FunctionEntry>> {
@@ -148,7 +127,9 @@ impl Index {
     }
 
     pub(crate) fn function(&self, name: &FunctionName) -> Result<Arc<FunctionEntry>> {
-        self.get(name).ok_or_else(|| Error::FunctionNotFound { name: name.to_string() })
+        self.get(name).ok_or_else(|| Error::FunctionNotFound {
+            name: name.to_string(),
+        })
     }
 
     pub(crate) fn resolve(&self, r: &FunctionRef) -> Result<Arc<RevisionEntry>> {
@@ -156,7 +137,9 @@ impl Index {
     }
 
     pub(crate) fn put(&self, entry: FunctionEntry) {
-        self.functions.write().insert(entry.name.clone(), Arc::new(entry));
+        self.functions
+            .write()
+            .insert(entry.name.clone(), Arc::new(entry));
     }
 
     pub(crate) fn remove(&self, name: &FunctionName) -> Option<Arc<FunctionEntry>> {

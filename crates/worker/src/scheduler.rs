@@ -53,7 +53,9 @@ impl Scheduler {
     }
 
     fn overloaded(&self) -> Error {
-        Error::Overloaded { retry_after: Duration::from_secs(1) }
+        Error::Overloaded {
+            retry_after: Duration::from_secs(1),
+        }
     }
 
     /// Waits for a running slot, or refuses at once when the queue is full.

@@ -79,12 +79,18 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Internal(format!("SQLite refused WAL mode (got {mode})")));
+            return Err(Error::Internal(format!(
+                "SQLite refused WAL mode (got {mode})"
+            )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         conn.execute_batch(SCHEMA)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
@@ -107,16 +113,21 @@ impl Store {
     /// Every function with its revisions.
     pub(crate) fn load_all(&self) -> Result<Vec<FunctionRow>> {
         let mut out = Vec::new();
-        let mut fstmt = self
-            .conn
-            .prepare("SELECT name, default_rev, created_ms, updated_ms FROM functions ORDER BY name")?;
+        let mut fstmt = self.conn.prepare(
+            "SELECT name, default_rev, created_ms, updated_ms FROM functions ORDER BY name",
+        )?;
         let mut rstmt = self.conn.prepare(
             "SELECT id, number, code_sha256, code_size, manifest, created_ms
              FROM revisions WHERE function = ?1 ORDER BY number",
         )?;
         let funcs = fstmt
             .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for (name, default_rev, created_ms, updated_ms) in funcs {
@@ -134,8 +145,9 @@ impl Store {
                 .map(|row| {
                     let (id, number, code_sha256, size, manifest, created_ms) = row?;
                     Ok(RevisionRow {
-                        id: RevisionId::from_hex(&id)
-                            .ok_or_else(|| Error::Internal(format!("corrupt revision id {id:?}")))?,
+                        id: RevisionId::from_hex(&id).ok_or_else(|| {
+                            Error::Internal(format!("corrupt revision id {id:?}"))
+                        })?,
                         number,
                         code_sha256,
                         code_size: size as u64,
@@ -268,7 +280,11 @@ mod tests {
         let all = s.load_all().unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].default_rev, a.id);
-        let ids: Vec<_> = all[0].revisions.iter().map(|r| (r.number, r.id.clone())).collect();
+        let ids: Vec<_> = all[0]
+            .revisions
+            .iter()
+            .map(|r| (r.number, r.id.clone()))
+            .collect();
         assert_eq!(ids, vec![(1, a.id.clone()), (2, b.id.clone())]);
     }
 
@@ -276,7 +292,10 @@ mod tests {
     fn delete_reports_orphaned_code_only() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("colony.db")).unwrap();
-        let (f, g) = (FunctionName::new("f").unwrap(), FunctionName::new("g").unwrap());
+        let (f, g) = (
+            FunctionName::new("f").unwrap(),
+            FunctionName::new("g").unwrap(),
+        );
         let shared = row(b"shared");
         s.insert_revision(&f, &shared, true).unwrap();
         s.insert_revision(&f, &row(b"own"), true).unwrap();

@@ -30,11 +30,24 @@ impl Executor for WasmExecutor {
     ) -> Result<Arc<dyn Runnable>, PrepareError> {
         let program = self.engine.prepare(code).map_err(|e| match e {
             colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
-            _ => PrepareError::InvalidCode { reason: e.to_string() },
+            _ => PrepareError::InvalidCode {
+                reason: e.to_string(),
+            },
         })?;
-        let argv = std::iter::once(name.to_string()).chain(manifest.args.iter().cloned()).collect();
-        let env = manifest.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        Ok(Arc::new(WasmRunnable { program, argv, env, limits: manifest.limits }))
+        let argv = std::iter::once(name.to_string())
+            .chain(manifest.args.iter().cloned())
+            .collect();
+        let env = manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Arc::new(WasmRunnable {
+            program,
+            argv,
+            env,
+            limits: manifest.limits,
+        }))
     }
 }
 

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use colony_core::wire::{
+    Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, WorkerState,
+};
 use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId};
 use colony_engine::{CancellationToken, Engine, EngineConfig};
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
@@ -17,82 +19,10 @@ use crate::builtin::BuiltinExecutor;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
-use crate::registry::{FunctionEntry, FunctionInfo, Index, RevisionEntry};
+use crate::registry::{FunctionEntry, Index, RevisionEntry};
 use crate::scheduler::Scheduler;
 use crate::store::{RevisionRow, Store, now_ms};
 use crate::wasm::WasmExecutor;
-
-/// Whether the worker takes new work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    /// Serving.
-    Ready,
-    /// Shutting down: finishing in-flight work, refusing new work.
-    Draining,
-}
-
-/// The worker's health and load, for `GET /status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// Ready or draining.
-    pub state: WorkerState,
-    /// Colony's version.
-    pub version: &'static str,
-    /// Seconds since the worker started.
-    pub uptime_seconds: f64,
-    /// Functions deployed.
-    pub functions: usize,
-    /// Revisions deployed, across all functions.
-    pub revisions: usize,
-    /// Invocations running now.
-    pub running: usize,
-    /// Invocations waiting for a slot now.
-    pub queued: usize,
-    /// Most invocations running at once.
-    pub concurrency: usize,
-    /// Most invocations waiting.
-    pub queue: usize,
-    /// Invocation counters since start.
-    pub invocations: InvocationCounts,
-    /// Compile-cache counters since start.
-    pub engine: EngineCounts,
-}
-
-/// Invocation counters.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct InvocationCounts {
-    /// Invocations that succeeded.
-    pub succeeded: u64,
-    /// Invocations that ran and failed (trap, exit, timeout, limits).
-    pub failed: u64,
-    /// Invocations refused because the worker was saturated.
-    pub rejected: u64,
-}
-
-/// Compile-cache counters.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct EngineCounts {
-    /// Modules compiled by this process.
-    pub compiled: u64,
-    /// Modules loaded from the on-disk compile cache.
-    pub cache_hits: u64,
-}
-
-/// The result of a deploy.
-#[derive(Debug, Clone, Serialize)]
-pub struct Deployed {
-    /// The function.
-    pub function: FunctionName,
-    /// The revision id.
-    pub revision: RevisionId,
-    /// The revision's number within the function.
-    pub number: u32,
-    /// False when identical code and manifest were already deployed.
-    pub created: bool,
-    /// Whether the revision is now the function's default.
-    pub default: bool,
-}
 
 /// The result of a successful invocation.
 #[derive(Debug, Clone)]
@@ -145,7 +75,10 @@ impl Worker {
         config.validate().map_err(Error::Internal)?;
         let data = config.data_dir.clone();
         std::fs::create_dir_all(&data).map_err(|e| {
-            Error::Internal(format!("cannot create data directory {}: {e}", data.display()))
+            Error::Internal(format!(
+                "cannot create data directory {}: {e}",
+                data.display()
+            ))
         })?;
         let engine = Engine::new(EngineConfig {
             cache_dir: Some(data.join("compiled")),
@@ -218,17 +151,28 @@ impl Worker {
                     .get(&rev.row.manifest.executor)
                     .cloned()
                     .ok_or_else(|| {
-                        Error::Internal(format!("executor {:?} is not registered", rev.row.manifest.executor))
+                        Error::Internal(format!(
+                            "executor {:?} is not registered",
+                            rev.row.manifest.executor
+                        ))
                     })?;
                 let blobs = self.blobs.clone();
                 let rev = rev.clone();
                 tokio::task::spawn_blocking(move || {
                     let code = blobs.get(&rev.row.code_sha256).map_err(|e| {
-                        Error::Internal(format!("code of {}@{} is unreadable: {e}", rev.function, rev.row.id))
+                        Error::Internal(format!(
+                            "code of {}@{} is unreadable: {e}",
+                            rev.function, rev.row.id
+                        ))
                     })?;
                     executor
                         .prepare(&rev.function, &code, &rev.row.manifest)
-                        .map_err(|e| Error::Internal(format!("cannot prepare {}@{}: {e}", rev.function, rev.row.id)))
+                        .map_err(|e| {
+                            Error::Internal(format!(
+                                "cannot prepare {}@{}: {e}",
+                                rev.function, rev.row.id
+                            ))
+                        })
                 })
                 .await
                 .map_err(Error::internal)?
@@ -265,17 +209,26 @@ impl Worker {
         match result {
             Ok(output) => {
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                Ok(Invoked { revision: rev.row.id.clone(), output, duration })
+                Ok(Invoked {
+                    revision: rev.row.id.clone(),
+                    output,
+                    duration,
+                })
             }
             Err(failure) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                Err(Error::Failed { failure, revision: rev.row.id.clone(), duration })
+                Err(Error::Failed {
+                    failure,
+                    revision: rev.row.id.clone(),
+                    duration,
+                })
             }
         }
     }
 
     fn check_ceilings(&self, m: &Manifest) -> Result<()> {
-        m.validate().map_err(|e| Error::InvalidManifest(e.to_string()))?;
+        m.validate()
+            .map_err(|e| Error::InvalidManifest(e.to_string()))?;
         let c = &self.config;
         if m.limits.timeout() > c.max_timeout {
             return Err(Error::InvalidManifest(format!(
@@ -347,7 +300,11 @@ impl Worker {
             }
         }
 
-        let executor = self.executors.get(&manifest.executor).cloned().expect("checked above");
+        let executor = self
+            .executors
+            .get(&manifest.executor)
+            .cloned()
+            .expect("checked above");
         let row = RevisionRow {
             id: id.clone(),
             number: 0,
@@ -356,14 +313,22 @@ impl Worker {
             manifest,
             created_ms: now_ms(),
         };
-        let (blobs, store, fname, row2) = (self.blobs.clone(), self.store.clone(), name.clone(), row.clone());
+        let (blobs, store, fname, row2) = (
+            self.blobs.clone(),
+            self.store.clone(),
+            name.clone(),
+            row.clone(),
+        );
         let existing = self.index.get(&name);
         let make_default = make_default || existing.is_none();
         let (runnable, number) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let runnable = executor.prepare(&fname, &code, &row2.manifest).map_err(|e| match e {
-                PrepareError::InvalidCode { reason } => Error::InvalidModule { reason },
-                PrepareError::Internal(m) => Error::Internal(m),
-            })?;
+            let runnable =
+                executor
+                    .prepare(&fname, &code, &row2.manifest)
+                    .map_err(|e| match e {
+                        PrepareError::InvalidCode { reason } => Error::InvalidModule { reason },
+                        PrepareError::Internal(m) => Error::Internal(m),
+                    })?;
             blobs.put(&row2.code_sha256, &code)?;
             let number = store.lock().insert_revision(&fname, &row2, make_default)?;
             Ok((runnable, number))
@@ -395,7 +360,13 @@ impl Worker {
         f.updated_ms = now;
         self.index.put(f);
         info!(function = %name, revision = %id, number, default = make_default, "deployed");
-        Ok(Deployed { function: name, revision: id, number, created: true, default: make_default })
+        Ok(Deployed {
+            function: name,
+            revision: id,
+            number,
+            created: true,
+            default: make_default,
+        })
     }
 
     async fn persist_default(&self, f: &FunctionEntry, id: &RevisionId) -> Result<()> {
@@ -456,7 +427,7 @@ impl Worker {
         let es = self.engine.stats();
         Status {
             state: self.state(),
-            version: env!("CARGO_PKG_VERSION"),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             functions,
             revisions,
@@ -469,13 +440,20 @@ impl Worker {
                 failed: self.counters.failed.load(Ordering::Relaxed),
                 rejected: self.counters.rejected.load(Ordering::Relaxed),
             },
-            engine: EngineCounts { compiled: es.compiled, cache_hits: es.cache_hits },
+            engine: EngineCounts {
+                compiled: es.compiled,
+                cache_hits: es.cache_hits,
+            },
         }
     }
 
     /// Ready or draining.
     pub fn state(&self) -> WorkerState {
-        if self.draining.load(Ordering::Acquire) { WorkerState::Draining } else { WorkerState::Ready }
+        if self.draining.load(Ordering::Acquire) {
+            WorkerState::Draining
+        } else {
+            WorkerState::Ready
+        }
     }
 
     /// Stops taking new invocations; in-flight ones go on.

@@ -8,13 +8,23 @@ use colony_engine::{CancellationToken, Engine, EngineConfig, Error, Invocation, 
 use colony_testsupport::guests;
 
 fn engine() -> Engine {
-    Engine::new(EngineConfig { instances: 64, ..EngineConfig::default() }).unwrap()
+    Engine::new(EngineConfig {
+        instances: 64,
+        ..EngineConfig::default()
+    })
+    .unwrap()
 }
 
 async fn run(p: &Program, stdin: &[u8], limits: Limits) -> Result<Output, Failure> {
     let argv = vec!["f".to_owned()];
-    p.run(Invocation { stdin: Bytes::copy_from_slice(stdin), argv: &argv, env: &[], limits, cancel: None })
-        .await
+    p.run(Invocation {
+        stdin: Bytes::copy_from_slice(stdin),
+        argv: &argv,
+        env: &[],
+        limits,
+        cancel: None,
+    })
+    .await
 }
 
 #[tokio::test]
@@ -31,25 +41,45 @@ async fn echo_round_trip_and_instances_are_fresh() {
 async fn args_and_env_come_from_the_invocation_only() {
     let e = engine();
     let p = e.prepare(&guests::c_guest("printenv")).unwrap();
-    let argv = vec!["printenv".to_owned(), "--flag".to_owned(), "two words".to_owned()];
+    let argv = vec![
+        "printenv".to_owned(),
+        "--flag".to_owned(),
+        "two words".to_owned(),
+    ];
     let env = vec![("GREETING".to_owned(), "hi".to_owned())];
     let out = p
-        .run(Invocation { stdin: Bytes::new(), argv: &argv, env: &env, limits: Limits::default(), cancel: None })
+        .run(Invocation {
+            stdin: Bytes::new(),
+            argv: &argv,
+            env: &env,
+            limits: Limits::default(),
+            cancel: None,
+        })
         .await
         .unwrap();
     let text = String::from_utf8(out.stdout.to_vec()).unwrap();
-    assert_eq!(text, "arg[0]=printenv\narg[1]=--flag\narg[2]=two words\nenv:GREETING=hi\n");
+    assert_eq!(
+        text,
+        "arg[0]=printenv\narg[1]=--flag\narg[2]=two words\nenv:GREETING=hi\n"
+    );
 }
 
 #[tokio::test]
 async fn infinite_loop_times_out_on_time() {
     let e = engine();
     let p = e.prepare(guests::LOOP.as_bytes()).unwrap();
-    let limits = Limits { timeout_ms: 300, ..Limits::default() };
+    let limits = Limits {
+        timeout_ms: 300,
+        ..Limits::default()
+    };
     let t = Instant::now();
     let err = run(&p, b"", limits).await.unwrap_err();
     assert_eq!(err, Failure::Timeout { limit_ms: 300 });
-    assert!(t.elapsed() < Duration::from_millis(1300), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1300),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() >= Duration::from_millis(300));
 }
 
@@ -58,9 +88,22 @@ async fn guest_sleeping_in_the_host_is_stopped_by_the_backstop() {
     let e = engine();
     let p = e.prepare(guests::SLEEP.as_bytes()).unwrap();
     let t = Instant::now();
-    let err = run(&p, b"", Limits { timeout_ms: 200, ..Limits::default() }).await.unwrap_err();
+    let err = run(
+        &p,
+        b"",
+        Limits {
+            timeout_ms: 200,
+            ..Limits::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err, Failure::Timeout { limit_ms: 200 });
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -76,11 +119,21 @@ async fn cancel_interrupts_a_running_guest() {
     let argv = vec!["loop".to_owned()];
     let t = Instant::now();
     let err = p
-        .run(Invocation { stdin: Bytes::new(), argv: &argv, env: &[], limits: Limits::default(), cancel: Some(&token) })
+        .run(Invocation {
+            stdin: Bytes::new(),
+            argv: &argv,
+            env: &[],
+            limits: Limits::default(),
+            cancel: Some(&token),
+        })
         .await
         .unwrap_err();
     assert_eq!(err, Failure::Cancelled);
-    assert!(t.elapsed() < Duration::from_millis(150), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(150),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -88,7 +141,10 @@ async fn trap_reports_message_and_stderr() {
     let e = engine();
     let p = e.prepare(guests::TRAP.as_bytes()).unwrap();
     match run(&p, b"", Limits::default()).await.unwrap_err() {
-        Failure::Trap { message, stderr_tail } => {
+        Failure::Trap {
+            message,
+            stderr_tail,
+        } => {
             assert!(message.contains("unreachable"), "{message}");
             assert_eq!(stderr_tail, "about to trap\n");
         }
@@ -101,19 +157,38 @@ async fn nonzero_exit_reports_code_and_stderr() {
     let e = engine();
     let p = e.prepare(guests::EXIT3.as_bytes()).unwrap();
     let err = run(&p, b"", Limits::default()).await.unwrap_err();
-    assert_eq!(err, Failure::Exit { exit_code: 3, stderr_tail: "bad input\n".into() });
+    assert_eq!(
+        err,
+        Failure::Exit {
+            exit_code: 3,
+            stderr_tail: "bad input\n".into()
+        }
+    );
 }
 
 #[tokio::test]
 async fn memory_growth_past_the_cap_is_a_memory_limit_failure() {
     let e = engine();
     let p = e.prepare(guests::GROW.as_bytes()).unwrap();
-    let limits = Limits { memory_bytes: 4 << 20, ..Limits::default() };
-    assert_eq!(run(&p, b"", limits).await.unwrap_err(), Failure::MemoryLimit { limit_bytes: 4 << 20 });
+    let limits = Limits {
+        memory_bytes: 4 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(
+        run(&p, b"", limits).await.unwrap_err(),
+        Failure::MemoryLimit {
+            limit_bytes: 4 << 20
+        }
+    );
     // A C program whose allocation exceeds the cap fails the same way.
     let primes = e.prepare(&guests::c_guest("primes")).unwrap();
     let err = run(&primes, b"50000000", limits).await.unwrap_err();
-    assert_eq!(err, Failure::MemoryLimit { limit_bytes: 4 << 20 });
+    assert_eq!(
+        err,
+        Failure::MemoryLimit {
+            limit_bytes: 4 << 20
+        }
+    );
     let ok = run(&primes, b"1000000", Limits::default()).await.unwrap();
     assert_eq!(&ok.stdout[..], b"78498\n");
 }
@@ -123,7 +198,12 @@ async fn output_past_the_cap_is_an_output_limit_failure() {
     let e = engine();
     let p = e.prepare(guests::SPAM.as_bytes()).unwrap();
     let err = run(&p, b"", Limits::default()).await.unwrap_err();
-    assert_eq!(err, Failure::OutputLimit { limit_bytes: 8 << 20 });
+    assert_eq!(
+        err,
+        Failure::OutputLimit {
+            limit_bytes: 8 << 20
+        }
+    );
 }
 
 #[tokio::test]
@@ -133,7 +213,12 @@ async fn host_paths_are_out_of_reach() {
     let out = run(&p, b"", Limits::default()).await.unwrap();
     let text = String::from_utf8(out.stdout.to_vec()).unwrap();
     assert!(!text.contains("OPENED"), "{text}");
-    for what in ["/etc/passwd: denied", "../../../../etc/passwd: denied", "/proc/self/environ: denied", "/: denied"] {
+    for what in [
+        "/etc/passwd: denied",
+        "../../../../etc/passwd: denied",
+        "/proc/self/environ: denied",
+        "/: denied",
+    ] {
         assert!(text.contains(what), "missing {what:?} in {text}");
     }
     assert!(text.contains("HOME=(unset) PATH=(unset)"), "{text}");
@@ -146,7 +231,10 @@ fn malformed_and_non_command_modules_are_refused_with_reasons() {
         Error::InvalidModule { reason } => assert!(!reason.is_empty()),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(e.prepare(&[0xff, 0xfe, 0x00]), Err(Error::InvalidModule { .. })));
+    assert!(matches!(
+        e.prepare(&[0xff, 0xfe, 0x00]),
+        Err(Error::InvalidModule { .. })
+    ));
     match e.prepare(guests::NO_START.as_bytes()).unwrap_err() {
         Error::NotACommand { reason } => assert!(reason.contains("_start"), "{reason}"),
         other => panic!("{other:?}"),
@@ -160,7 +248,11 @@ fn malformed_and_non_command_modules_are_refused_with_reasons() {
 #[test]
 fn compiled_artifacts_are_reused_across_engines() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EngineConfig { cache_dir: Some(dir.path().to_owned()), instances: 8, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        instances: 8,
+        ..EngineConfig::default()
+    };
     let first = Engine::new(cfg.clone()).unwrap();
     first.prepare(guests::ECHO.as_bytes()).unwrap();
     assert_eq!((first.stats().compiled, first.stats().cache_hits), (1, 0));

@@ -1,0 +1,241 @@
+//! `colony serve` settings: raw values from flags, `COLONY_*` variables
+//! and the TOML config file, merged (flag or variable over file over
+//! default) and validated into [`ServeConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use colony_core::units::{parse_duration, parse_size};
+use colony_worker::WorkerConfig;
+use serde::Deserialize;
+
+/// Default listen address.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./colony-data";
+/// Default grace period for in-flight calls at shutdown.
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings as written: every field optional, durations and sizes as
+/// human spellings. The config file has exactly these keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) listen: Option<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) queue: Option<usize>,
+    pub(crate) queue_wait: Option<String>,
+    pub(crate) max_body: Option<String>,
+    pub(crate) max_code: Option<String>,
+    pub(crate) max_timeout: Option<String>,
+    pub(crate) max_memory: Option<String>,
+    pub(crate) max_output: Option<String>,
+    pub(crate) instances: Option<u32>,
+    pub(crate) epoch_tick: Option<String>,
+    pub(crate) drain_timeout: Option<String>,
+}
+
+impl RawConfig {
+    /// Reads a config file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// `self` with `over`'s set fields taking precedence.
+    pub(crate) fn overlay(self, over: RawConfig) -> Self {
+        Self {
+            listen: over.listen.or(self.listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            concurrency: over.concurrency.or(self.concurrency),
+            queue: over.queue.or(self.queue),
+            queue_wait: over.queue_wait.or(self.queue_wait),
+            max_body: over.max_body.or(self.max_body),
+            max_code: over.max_code.or(self.max_code),
+            max_timeout: over.max_timeout.or(self.max_timeout),
+            max_memory: over.max_memory.or(self.max_memory),
+            max_output: over.max_output.or(self.max_output),
+            instances: over.instances.or(self.instances),
+            epoch_tick: over.epoch_tick.or(self.epoch_tick),
+            drain_timeout: over.drain_timeout.or(self.drain_timeout),
+        }
+    }
+
+    /// Validates and fills defaults.
+    pub(crate) fn validate(self) -> anyhow::Result<ServeConfig> {
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen: {listen_text:?} is not an IP:PORT address"))?;
+        let mut w = WorkerConfig::new(
+            self.data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        );
+        let duration = |key: &str, v: Option<String>| -> anyhow::Result<Option<Duration>> {
+            v.map(|v| parse_duration(&v).map_err(|e| anyhow::anyhow!("{key}: {e}")))
+                .transpose()
+        };
+        let size = |key: &str, v: Option<String>| -> anyhow::Result<Option<u64>> {
+            v.map(|v| parse_size(&v).map_err(|e| anyhow::anyhow!("{key}: {e}")))
+                .transpose()
+        };
+        if let Some(c) = self.concurrency {
+            w.concurrency = c;
+        }
+        if let Some(q) = self.queue {
+            w.queue = q;
+        }
+        if let Some(d) = duration("queue_wait", self.queue_wait)? {
+            w.max_queue_wait = d;
+        }
+        if let Some(s) = size("max_code", self.max_code)? {
+            w.max_code_bytes = s;
+        }
+        if let Some(d) = duration("max_timeout", self.max_timeout)? {
+            w.max_timeout = d;
+        }
+        if let Some(s) = size("max_memory", self.max_memory)? {
+            w.max_memory_bytes = s;
+        }
+        if let Some(s) = size("max_output", self.max_output)? {
+            w.max_output_bytes = s;
+        }
+        if let Some(i) = self.instances {
+            w.instances = i;
+        }
+        if let Some(d) = duration("epoch_tick", self.epoch_tick)? {
+            w.epoch_tick = d;
+        }
+        // The pool needs a slot for every running call; grow it to fit a
+        // large concurrency rather than refuse.
+        if self.instances.is_none() && w.concurrency > w.instances as usize {
+            w.instances = u32::try_from(w.concurrency).unwrap_or(u32::MAX);
+        }
+        if let Err(e) = w.validate() {
+            bail!("{e}");
+        }
+        let max_body =
+            size("max_body", self.max_body)?.unwrap_or(colony_api::DEFAULT_MAX_BODY_BYTES as u64);
+        let drain_timeout =
+            duration("drain_timeout", self.drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        Ok(ServeConfig {
+            listen,
+            worker: w,
+            max_body_bytes: usize::try_from(max_body).context("max_body is too large")?,
+            drain_timeout,
+        })
+    }
+}
+
+/// Validated `colony serve` settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) worker: WorkerConfig,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) drain_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.worker.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    }
+
+    #[test]
+    fn the_file_is_parsed_and_flags_win() {
+        let file: RawConfig = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            concurrency = 4
+            queue = 10
+            queue_wait = "2s"
+            max_body = "1MiB"
+            max_memory = "512MiB"
+            drain_timeout = "5s"
+            "#,
+        )
+        .unwrap();
+        let flags = RawConfig {
+            concurrency: Some(8),
+            ..Default::default()
+        };
+        let c = file.overlay(flags).validate().unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.worker.concurrency, 8);
+        assert_eq!(c.worker.queue, 10);
+        assert_eq!(c.worker.max_queue_wait, Duration::from_secs(2));
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.worker.max_memory_bytes, 512 << 20);
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = toml::from_str::<RawConfig>("concurency = 4")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("concurency"), "{err}");
+        for (raw, needle) in [
+            (
+                RawConfig {
+                    listen: Some("localhost".into()),
+                    ..Default::default()
+                },
+                "listen",
+            ),
+            (
+                RawConfig {
+                    max_body: Some("big".into()),
+                    ..Default::default()
+                },
+                "max_body",
+            ),
+            (
+                RawConfig {
+                    queue_wait: Some("soon".into()),
+                    ..Default::default()
+                },
+                "queue_wait",
+            ),
+            (
+                RawConfig {
+                    concurrency: Some(0),
+                    ..Default::default()
+                },
+                "concurrency",
+            ),
+        ] {
+            let err = format!("{:#}", raw.validate().unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_large_concurrency_grows_the_pool() {
+        let c = RawConfig {
+            concurrency: Some(2000),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.worker.instances, 2000);
+        let err = RawConfig {
+            concurrency: Some(20),
+            instances: Some(10),
+            ..Default::default()
+        }
+        .validate();
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! The JSON bodies of the HTTP API, shared by the server and the client so
+//! the two cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FunctionName, Manifest, RevisionId};
+
+/// A revision as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevisionInfo {
+    /// The revision id (sha256 of code and manifest).
+    pub id: RevisionId,
+    /// 1 for the function's first revision, then 2, 3, ...
+    pub number: u32,
+    /// Whether this is the function's default revision.
+    pub default: bool,
+    /// The sha256 of the code.
+    pub code_sha256: String,
+    /// Size of the code in bytes.
+    pub code_size: u64,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// A function as the API shows it (`GET /functions/{name}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// The function's name.
+    pub name: FunctionName,
+    /// Its default revision.
+    pub default_revision: RevisionId,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// Last change (new revision or default switch).
+    pub updated_ms: i64,
+    /// Its revisions, oldest first.
+    pub revisions: Vec<RevisionInfo>,
+}
+
+/// `GET /functions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionList {
+    /// Every function, sorted by name.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// The result of a deploy (`PUT /functions/{name}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deployed {
+    /// The function.
+    pub function: FunctionName,
+    /// The revision id.
+    pub revision: RevisionId,
+    /// The revision's number within the function.
+    pub number: u32,
+    /// False when identical code and manifest were already deployed.
+    pub created: bool,
+    /// Whether the revision is now the function's default.
+    pub default: bool,
+}
+
+/// `PUT /functions/{name}/default` request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SetDefault {
+    /// A revision id or a unique prefix of at least 8 hex digits.
+    pub revision: String,
+}
+
+/// `PUT /functions/{name}/default` response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DefaultSet {
+    /// The function.
+    pub function: FunctionName,
+    /// Its default revision now.
+    pub default_revision: RevisionId,
+}
+
+/// Whether a worker takes new work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Serving.
+    Ready,
+    /// Shutting down: finishing in-flight work, refusing new work.
+    Draining,
+}
+
+/// A worker's health and load (`GET /status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Ready or draining.
+    pub state: WorkerState,
+    /// Colony's version.
+    pub version: String,
+    /// Seconds since the worker started.
+    pub uptime_seconds: f64,
+    /// Functions deployed.
+    pub functions: usize,
+    /// Revisions deployed, across all functions.
+    pub revisions: usize,
+    /// Invocations running now.
+    pub running: usize,
+    /// Invocations waiting for a slot now.
+    pub queued: usize,
+    /// Most invocations running at once.
+    pub concurrency: usize,
+    /// Most invocations waiting.
+    pub queue: usize,
+    /// Invocation counters since start.
+    pub invocations: InvocationCounts,
+    /// Compile-cache counters since start.
+    pub engine: EngineCounts,
+}
+
+/// Invocation counters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InvocationCounts {
+    /// Invocations that succeeded.
+    pub succeeded: u64,
+    /// Invocations that ran and failed (trap, exit, timeout, limits).
+    pub failed: u64,
+    /// Invocations refused because the worker was saturated.
+    pub rejected: u64,
+}
+
+/// Compile-cache counters.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EngineCounts {
+    /// Modules compiled by this process.
+    pub compiled: u64,
+    /// Modules loaded from the on-disk compile cache.
+    pub cache_hits: u64,
+}
+
+/// Every error body: `{"code": "...", "message": "...", ...details}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    /// The stable code (see [`crate::ErrorCode`]); kept as a string so a
+    /// client understands codes newer than itself.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Everything else: `revision`, `exit_code`, `stderr_tail`, limits...
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
