@@ -47,10 +47,10 @@ impl Args {
             Err(colony_client::Error::Api { body, .. }) => {
                 // A guest failure: the message, then what the guest left on stderr.
                 eprintln!("colony: {} ({})", body.message, body.code);
-                if let Some(tail) = body.details.get("stderr_tail").and_then(|v| v.as_str()) {
-                    if !tail.is_empty() {
-                        eprintln!("--- guest stderr (tail) ---\n{}", tail.trim_end());
-                    }
+                if let Some(tail) = body.details.get("stderr_tail").and_then(|v| v.as_str())
+                    && !tail.is_empty()
+                {
+                    eprintln!("--- guest stderr (tail) ---\n{}", tail.trim_end());
                 }
                 let exit = body
                     .details

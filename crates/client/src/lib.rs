@@ -34,17 +34,14 @@ pub const HEADER_DURATION_US: &str = "colony-duration-us";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error.
-    #[error("{message} ({code}, HTTP {status})")]
+    #[error("{} ({}, HTTP {status})", body.message, body.code)]
     Api {
         /// The HTTP status.
         status: u16,
-        /// The stable error code, e.g. `function_not_found`.
-        code: String,
-        /// The server's message.
-        message: String,
-        /// The whole error body, with details such as `exit_code`,
-        /// `stderr_tail` or `limit_ms`.
-        body: ErrorBody,
+        /// The error body: the stable `code` (e.g. `function_not_found`),
+        /// the `message`, and details such as `exit_code`, `stderr_tail`
+        /// or `limit_ms`.
+        body: Box<ErrorBody>,
         /// `Retry-After` in seconds, on 503.
         retry_after: Option<u64>,
     },
@@ -79,7 +76,7 @@ impl Error {
     /// The server's error code, when the server answered with an error.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Api { code, .. } => Some(code),
+            Error::Api { body, .. } => Some(&body.code),
             _ => None,
         }
     }
@@ -225,9 +222,7 @@ impl Client {
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Error::Api {
                 status: status.as_u16(),
-                code: body.code.clone(),
-                message: body.message.clone(),
-                body,
+                body: Box::new(body),
                 retry_after,
             },
             Err(_) => Error::Protocol {

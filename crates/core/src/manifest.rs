@@ -226,8 +226,10 @@ mod tests {
             m.validate(),
             Err(ManifestError::Invalid { field: "env", .. })
         ));
-        let mut m = Manifest::default();
-        m.executor = "../x".into();
+        let m = Manifest {
+            executor: "../x".into(),
+            ..Default::default()
+        };
         assert!(matches!(
             m.validate(),
             Err(ManifestError::Invalid {
@@ -238,14 +240,18 @@ mod tests {
         let mut m = Manifest::default();
         m.limits.timeout_ms = 0;
         assert!(m.validate().is_err());
-        let mut m = Manifest::default();
-        m.args = vec!["a".into(); MAX_ARGS + 1];
+        let m = Manifest {
+            args: vec!["a".into(); MAX_ARGS + 1],
+            ..Default::default()
+        };
         assert!(matches!(
             m.validate(),
             Err(ManifestError::Invalid { field: "args", .. })
         ));
-        let mut m = Manifest::default();
-        m.args = vec!["a".repeat(1000); 100];
+        let m = Manifest {
+            args: vec!["a".repeat(1000); 100],
+            ..Default::default()
+        };
         assert!(m.validate().is_err());
     }
 }

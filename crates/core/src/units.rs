@@ -33,7 +33,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Formats a byte count the way [`parse_size`] reads it back, e.g. `64MiB`.
 pub fn format_size(n: u64) -> String {
     for (mult, unit) in [(1u64 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-        if n >= mult && n % mult == 0 {
+        if n >= mult && n.is_multiple_of(mult) {
             return format!("{}{unit}", n / mult);
         }
     }

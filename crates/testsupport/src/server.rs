@@ -111,11 +111,9 @@ fn spawn(bin: &Path, data_dir: &Path, extra: &[String]) -> (Child, String) {
         let mut sent = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if !sent {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                    sent = true;
-                }
+            if !sent && let Some(url) = line.strip_prefix("listening on ") {
+                let _ = tx.send(url.trim().to_owned());
+                sent = true;
             }
         }
     });

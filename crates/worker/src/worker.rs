@@ -124,10 +124,10 @@ impl Worker {
         let me = self.clone();
         tokio::spawn(async move {
             for f in me.index.all() {
-                if let Ok(rev) = f.resolve(None) {
-                    if let Err(e) = me.prepared(&rev).await {
-                        warn!(function = %f.name, cause = %e, "cannot prepare default revision");
-                    }
+                if let Ok(rev) = f.resolve(None)
+                    && let Err(e) = me.prepared(&rev).await
+                {
+                    warn!(function = %f.name, cause = %e, "cannot prepare default revision");
                 }
             }
         });
@@ -283,21 +283,21 @@ impl Worker {
         let id = RevisionId::compute(&code, &manifest);
         let _guard = self.write_lock.lock().await;
 
-        if let Some(existing) = self.index.get(&name) {
-            if let Some(rev) = existing.revisions.iter().find(|r| r.row.id == id) {
-                let number = rev.row.number;
-                let is_default = existing.default_rev == id;
-                if make_default && !is_default {
-                    self.persist_default(&existing, &id).await?;
-                }
-                return Ok(Deployed {
-                    function: name,
-                    revision: id,
-                    number,
-                    created: false,
-                    default: make_default || is_default,
-                });
+        if let Some(existing) = self.index.get(&name)
+            && let Some(rev) = existing.revisions.iter().find(|r| r.row.id == id)
+        {
+            let number = rev.row.number;
+            let is_default = existing.default_rev == id;
+            if make_default && !is_default {
+                self.persist_default(&existing, &id).await?;
             }
+            return Ok(Deployed {
+                function: name,
+                revision: id,
+                number,
+                created: false,
+                default: make_default || is_default,
+            });
         }
 
         let executor = self
