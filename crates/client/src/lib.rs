@@ -46,13 +46,16 @@ pub enum Error {
         retry_after: Option<u64>,
     },
     /// The server could not be reached, or the exchange broke off.
-    #[error("cannot reach the Colony server at {url}: {source}")]
+    #[error("cannot reach the Colony server at {url}: {cause}{hint}")]
     Transport {
         /// The URL called.
         url: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
+        /// The innermost cause, e.g. "Connection refused (os error 111)".
+        cause: String,
+        /// Advice for people, when there is some.
+        hint: &'static str,
+        /// The HTTP client's error.
+        error: reqwest::Error,
     },
     /// The server's answer was not what this client expects.
     #[error("unexpected answer from {url}: {reason}")]
@@ -193,10 +196,7 @@ impl Client {
     }
 
     async fn send(url: &str, req: RequestBuilder) -> Result<Response> {
-        let resp = req.send().await.map_err(|source| Error::Transport {
-            url: url.to_owned(),
-            source,
-        })?;
+        let resp = req.send().await.map_err(|e| transport(url.to_owned(), e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -212,12 +212,7 @@ impl Client {
             .and_then(|v| v.parse().ok());
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(source) => {
-                return Error::Transport {
-                    url: url.to_owned(),
-                    source,
-                };
-            }
+            Err(e) => return transport(url, e),
         };
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Error::Api {
@@ -236,10 +231,7 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(url: &str, resp: Response) -> Result<T> {
-        let bytes = resp.bytes().await.map_err(|source| Error::Transport {
-            url: url.to_owned(),
-            source,
-        })?;
+        let bytes = resp.bytes().await.map_err(|e| transport(url.to_owned(), e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -274,10 +266,7 @@ impl Client {
         let duration_us = header(HEADER_DURATION_US)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let output = resp.bytes().await.map_err(|source| Error::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let output = resp.bytes().await.map_err(|e| transport(url.clone(), e))?;
         Ok(Invocation {
             output,
             revision,
@@ -328,15 +317,25 @@ impl Client {
     /// the same body; this returns it as a status, not an error.
     pub async fn status(&self) -> Result<Status> {
         let (url, req) = self.request(Method::GET, "/status");
-        let resp = req.send().await.map_err(|source| Error::Transport {
-            url: url.clone(),
-            source,
-        })?;
+        let resp = req.send().await.map_err(|e| transport(url.clone(), e))?;
         if resp.status() == StatusCode::OK || resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             return Self::json(&url, resp).await;
         }
         Err(Self::api_error(&url, resp).await)
     }
+}
+
+fn transport(url: impl Into<String>, error: reqwest::Error) -> Error {
+    let mut cause: &dyn std::error::Error = &error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let hint = if error.is_connect() {
+        " (is `colony serve` running there? set --server or COLONY_SERVER)"
+    } else {
+        ""
+    };
+    Error::Transport { url: url.into(), cause: cause.to_string(), hint, error }
 }
 
 /// Percent-encodes what would change a path segment's meaning, so a bad
