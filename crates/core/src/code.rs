@@ -47,6 +47,14 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// An internal failure; details are in the worker's log.
     Internal,
+    /// No task has this id (or it expired).
+    TaskNotFound,
+    /// The task already finished; it cannot be cancelled.
+    TaskFinished,
+    /// The task has no result (yet, or it did not succeed).
+    ResultNotFound,
+    /// The worker running a task was lost mid-attempt.
+    WorkerLost,
 }
 
 impl ErrorCode {
@@ -73,6 +81,10 @@ impl ErrorCode {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             Internal => "internal",
+            TaskNotFound => "task_not_found",
+            TaskFinished => "task_finished",
+            ResultNotFound => "result_not_found",
+            WorkerLost => "worker_lost",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`manifest`]: what a revision declares: executor, I/O runtime, limits,
 //!   environment and arguments.
 //! - [`units`]: human spellings of durations (`500ms`) and sizes (`64MiB`).
+//! - [`task`]: task ids, states, the state machine, retry policies.
 //! - [`failure`]: why one invocation failed, in terms a caller can act on.
 //! - [`code`]: the stable machine-readable error codes of the API.
 //! - [`wire`]: the JSON bodies of the HTTP API, shared by server and client.
@@ -26,6 +27,7 @@ pub mod failure;
 pub mod manifest;
 pub mod name;
 pub mod revision;
+pub mod task;
 pub mod units;
 pub mod wire;
 
@@ -34,3 +36,4 @@ pub use failure::Failure;
 pub use manifest::{IoRuntime, Limits, Manifest, ManifestError};
 pub use name::{FunctionName, FunctionRef, NameError};
 pub use revision::RevisionId;
+pub use task::{RetryOn, RetryPolicy, TaskError, TaskEvent, TaskId, TaskState};

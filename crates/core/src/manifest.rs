@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::{MAX_ATTEMPTS_CEILING, RetryPolicy};
+
 /// Default guest timeout: 10 s.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Default linear-memory cap: 128 MiB.
@@ -72,6 +74,18 @@ pub struct Manifest {
     pub env: BTreeMap<String, String>,
     /// Arguments after `argv[0]` (which is the function name).
     pub args: Vec<String>,
+    /// How the function's tasks retry. Left out of the canonical JSON when
+    /// default, so revision ids of older manifests do not change.
+    #[serde(skip_serializing_if = "is_default")]
+    pub retry: RetryPolicy,
+    /// Most invocations of this function running at once on a worker,
+    /// calls and tasks together; 0 for no limit but the worker's.
+    #[serde(skip_serializing_if = "is_default")]
+    pub concurrency: u32,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for Manifest {
@@ -82,6 +96,8 @@ impl Default for Manifest {
             limits: Limits::default(),
             env: BTreeMap::new(),
             args: Vec::new(),
+            retry: RetryPolicy::default(),
+            concurrency: 0,
         }
     }
 }
@@ -138,6 +154,19 @@ impl Manifest {
         }
         if self.limits.output_bytes == 0 {
             return Err(invalid("limits.output_bytes", "must be greater than zero"));
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > MAX_ATTEMPTS_CEILING {
+            return Err(invalid(
+                "retry.max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS_CEILING}"),
+            ));
+        }
+        if r.backoff_ms > r.max_backoff_ms {
+            return Err(invalid(
+                "retry.backoff_ms",
+                "must not exceed retry.max_backoff_ms",
+            ));
         }
         if self.env.len() > MAX_ENV_VARS {
             return Err(invalid(

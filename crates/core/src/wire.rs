@@ -113,6 +113,9 @@ pub struct Status {
     pub invocations: InvocationCounts,
     /// Compile-cache counters since start.
     pub engine: EngineCounts,
+    /// Tasks on this worker.
+    #[serde(default)]
+    pub tasks: TaskCounts,
 }
 
 /// Invocation counters.
@@ -146,4 +149,113 @@ pub struct ErrorBody {
     /// Everything else: `revision`, `exit_code`, `stderr_tail`, limits...
     #[serde(flatten)]
     pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /tasks` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    /// The function, `name` or `name@rev`; the revision is fixed at submit.
+    pub function: String,
+    /// The input as UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The input as base64 (standard alphabet, padded) for raw bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_base64: Option<String>,
+    /// A key that makes the submit idempotent: while a task with this key
+    /// is retained, submitting it again returns that task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Attempts, overriding the function's retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Timeout of each attempt, overriding the function's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Higher runs first among queued tasks; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// `POST /tasks` answer (202, once the task is durably committed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Submitted {
+    /// The task's id.
+    pub id: crate::TaskId,
+    /// Its state now.
+    pub state: crate::TaskState,
+    /// False when an idempotency key matched an existing task.
+    pub created: bool,
+}
+
+/// A task as the API shows it (`GET /tasks/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The id.
+    pub id: crate::TaskId,
+    /// The function.
+    pub function: FunctionName,
+    /// The revision it runs.
+    pub revision: RevisionId,
+    /// Its state.
+    pub state: crate::TaskState,
+    /// Its priority.
+    pub priority: i32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt timeout override, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// When it was submitted (ms since the Unix epoch).
+    pub created_ms: i64,
+    /// When its latest attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
+    /// When it reached its terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+    /// While queued for a retry: not before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+    /// The worker of its latest attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Why its latest attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::TaskError>,
+    /// Size of its input.
+    pub input_size: u64,
+    /// Size of its result, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<u64>,
+    /// Its idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// When the finished task and its result will be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+}
+
+/// `GET /tasks` answer: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskList {
+    /// This page of tasks.
+    pub tasks: Vec<TaskInfo>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Task counters in `GET /status`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Tasks waiting to run (including retries waiting for their time).
+    pub queued: usize,
+    /// Tasks running now.
+    pub running: usize,
+    /// Tasks that reached a terminal state since start.
+    pub finished: u64,
 }
