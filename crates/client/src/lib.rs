@@ -5,6 +5,11 @@
 //! [`Error::Api`] with the server's HTTP status and stable `code`, so
 //! callers branch on codes, not on message text.
 //!
+//! Tasks are durable asynchronous invocations: [`Client::submit`] returns
+//! an id once the server has committed the task, [`Client::wait_task`]
+//! long-polls until it is finished, [`Client::task_result`] fetches its
+//! output.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), colony_client::Error> {
 //! let colony = colony_client::Client::new("http://127.0.0.1:8080")?;
@@ -16,11 +21,13 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use colony_core::TaskState;
 use colony_core::wire::{
-    DefaultSet, Deployed, ErrorBody, FunctionInfo, FunctionList, SetDefault, Status,
+    DefaultSet, Deployed, ErrorBody, FunctionInfo, FunctionList, SetDefault, Status, SubmitTask,
+    Submitted, TaskInfo, TaskList,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -29,6 +36,13 @@ use serde::de::DeserializeOwned;
 pub const HEADER_REVISION: &str = "colony-revision";
 /// Response header with the run time in microseconds.
 pub const HEADER_DURATION_US: &str = "colony-duration-us";
+
+/// The longest wait the server grants one long poll (`?wait=`).
+pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+
+/// How much longer than its `?wait=` a long poll's request may take
+/// before the client gives up on it.
+const POLL_GRACE: Duration = Duration::from_secs(10);
 
 /// What can go wrong talking to a worker.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +122,18 @@ pub struct DeployOptions {
     pub args: Vec<String>,
     /// Whether the new revision becomes the default (server default: yes).
     pub make_default: Option<bool>,
+    /// Attempts per task (the retry policy).
+    pub max_attempts: Option<u32>,
+    /// Which task failures are retried: `trap`, `timeout`, `exit`,
+    /// `worker_lost`, `limit`. An empty list retries nothing.
+    pub retry_on: Option<Vec<String>>,
+    /// Delay before a task's first retry, as a duration spelling (`1s`);
+    /// it doubles each attempt.
+    pub backoff: Option<String>,
+    /// Ceiling on the retry delay, as a duration spelling (`1m`).
+    pub max_backoff: Option<String>,
+    /// Most tasks of the function running at once; 0 means no limit.
+    pub concurrency: Option<u32>,
 }
 
 impl DeployOptions {
@@ -129,6 +155,56 @@ impl DeployOptions {
         q.extend(self.args.iter().map(|a| ("arg", a.clone())));
         if let Some(d) = self.make_default {
             q.push(("default", d.to_string()));
+        }
+        if let Some(n) = self.max_attempts {
+            q.push(("max_attempts", n.to_string()));
+        }
+        if let Some(kinds) = &self.retry_on {
+            q.push(("retry_on", kinds.join(",")));
+        }
+        for (k, v) in [
+            ("backoff", &self.backoff),
+            ("max_backoff", &self.max_backoff),
+        ] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        if let Some(n) = self.concurrency {
+            q.push(("concurrency", n.to_string()));
+        }
+        q
+    }
+}
+
+/// Which tasks [`Client::tasks`] lists. `None` leaves the server's default
+/// (every state, every function, 50 per page, from the newest).
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this function.
+    pub function: Option<String>,
+    /// Tasks per page (the server caps it at 1000).
+    pub limit: Option<u32>,
+    /// The cursor of the page to fetch: a previous page's `next`.
+    pub after: Option<String>,
+}
+
+impl TaskQuery {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(s) = self.state {
+            q.push(("state", s.as_str().to_owned()));
+        }
+        if let Some(f) = &self.function {
+            q.push(("function", f.clone()));
+        }
+        if let Some(n) = self.limit {
+            q.push(("limit", n.to_string()));
+        }
+        if let Some(a) = &self.after {
+            q.push(("after", a.clone()));
         }
         q
     }
@@ -231,7 +307,10 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(url: &str, resp: Response) -> Result<T> {
-        let bytes = resp.bytes().await.map_err(|e| transport(url.to_owned(), e))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| transport(url.to_owned(), e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Protocol {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -323,6 +402,82 @@ impl Client {
         }
         Err(Self::api_error(&url, resp).await)
     }
+
+    /// Submits a task. The answer comes once the server has durably
+    /// committed it (`created == true`), or names the existing task when
+    /// `idempotency_key` matched one (`created == false`).
+    pub async fn submit(&self, task: &SubmitTask) -> Result<Submitted> {
+        let (url, req) = self.request(Method::POST, "/tasks");
+        let body = serde_json::to_vec(task).expect("serializes");
+        let req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        Self::json(&url, Self::send(&url, req).await?).await
+    }
+
+    /// A task, as it is now.
+    pub async fn task(&self, id: &str) -> Result<TaskInfo> {
+        let (url, req) = self.request(Method::GET, &format!("/tasks/{}", path_segment(id)));
+        Self::json(&url, Self::send(&url, req).await?).await
+    }
+
+    /// Waits up to `timeout` for a task to finish and returns it: finished
+    /// ([`TaskState::is_terminal`]), or as it is when the time is up.
+    ///
+    /// The server holds each request up to [`MAX_POLL_WAIT`]; longer waits
+    /// are several long polls in a row.
+    pub async fn wait_task(&self, id: &str, timeout: Duration) -> Result<TaskInfo> {
+        let deadline = Instant::now() + timeout;
+        let path = format!("/tasks/{}", path_segment(id));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = poll_wait(left);
+            let (url, req) = self.request(Method::GET, &path);
+            let asked = Instant::now();
+            let req = req
+                .query(&[("wait", wait.as_secs())])
+                .timeout(wait + POLL_GRACE);
+            let info: TaskInfo = Self::json(&url, Self::send(&url, req).await?).await?;
+            if info.state.is_terminal() || Instant::now() >= deadline {
+                return Ok(info);
+            }
+            // A server that answers at once without waiting must not make
+            // this a busy loop.
+            if wait > Duration::ZERO && asked.elapsed() < Duration::from_millis(50) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// The output of a task that succeeded. Before that the server answers
+    /// `result_not_found`.
+    pub async fn task_result(&self, id: &str) -> Result<Bytes> {
+        let (url, req) = self.request(Method::GET, &format!("/tasks/{}/result", path_segment(id)));
+        let resp = Self::send(&url, req).await?;
+        resp.bytes().await.map_err(|e| transport(url, e))
+    }
+
+    /// One page of tasks, newest first; pass its `next` as
+    /// [`TaskQuery::after`] for the next page.
+    pub async fn tasks(&self, query: &TaskQuery) -> Result<TaskList> {
+        let (url, req) = self.request(Method::GET, "/tasks");
+        let req = req.query(&query.query());
+        Self::json(&url, Self::send(&url, req).await?).await
+    }
+
+    /// Cancels a queued or running task and returns it, cancelled. A task
+    /// already finished is `task_finished` (409).
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskInfo> {
+        let (url, req) = self.request(Method::DELETE, &format!("/tasks/{}", path_segment(id)));
+        Self::json(&url, Self::send(&url, req).await?).await
+    }
+}
+
+/// The `?wait=` of one long poll when `left` remains of the caller's wait:
+/// whole seconds, rounded up, at most [`MAX_POLL_WAIT`].
+fn poll_wait(left: Duration) -> Duration {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    Duration::from_secs(secs).min(MAX_POLL_WAIT)
 }
 
 fn transport(url: impl Into<String>, error: reqwest::Error) -> Error {
@@ -335,7 +490,12 @@ fn transport(url: impl Into<String>, error: reqwest::Error) -> Error {
     } else {
         ""
     };
-    Error::Transport { url: url.into(), cause: cause.to_string(), hint, error }
+    Error::Transport {
+        url: url.into(),
+        cause: cause.to_string(),
+        hint,
+        error,
+    }
 }
 
 /// Percent-encodes what would change a path segment's meaning, so a bad
@@ -387,6 +547,11 @@ mod tests {
             env: vec!["A=1".into()],
             args: vec!["-v".into(), "x".into()],
             make_default: Some(false),
+            max_attempts: Some(5),
+            retry_on: Some(vec!["trap".into(), "timeout".into()]),
+            backoff: Some("1s".into()),
+            max_backoff: Some("1m".into()),
+            concurrency: Some(4),
             ..Default::default()
         };
         assert_eq!(
@@ -398,7 +563,248 @@ mod tests {
                 ("arg", "-v".to_owned()),
                 ("arg", "x".to_owned()),
                 ("default", "false".to_owned()),
+                ("max_attempts", "5".to_owned()),
+                ("retry_on", "trap,timeout".to_owned()),
+                ("backoff", "1s".to_owned()),
+                ("max_backoff", "1m".to_owned()),
+                ("concurrency", "4".to_owned()),
             ]
         );
+        // An empty list is sent, as "retry nothing"; None is not sent.
+        let none = DeployOptions {
+            retry_on: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(none.query(), [("retry_on", String::new())]);
+        assert!(DeployOptions::default().query().is_empty());
+    }
+
+    #[test]
+    fn task_queries_become_the_query() {
+        assert!(TaskQuery::default().query().is_empty());
+        let q = TaskQuery {
+            state: Some(TaskState::Succeeded),
+            function: Some("echo".into()),
+            limit: Some(1000),
+            after: Some("cursor".into()),
+        };
+        assert_eq!(
+            q.query(),
+            [
+                ("state", "succeeded".to_owned()),
+                ("function", "echo".to_owned()),
+                ("limit", "1000".to_owned()),
+                ("after", "cursor".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_polls_ask_for_whole_seconds_up_to_the_servers_maximum() {
+        assert_eq!(poll_wait(Duration::ZERO), Duration::ZERO);
+        assert_eq!(poll_wait(Duration::from_millis(1)), Duration::from_secs(1));
+        assert_eq!(poll_wait(Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(
+            poll_wait(Duration::from_millis(5_001)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(poll_wait(Duration::from_secs(600)), MAX_POLL_WAIT);
+    }
+
+    /// A stand-in server that answers the task routes the way the API
+    /// documents them, recording what it was asked.
+    mod fake {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+
+        use axum::Json;
+        use axum::extract::{Path, Query, State};
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::get;
+        use colony_core::wire::{SubmitTask, Submitted, TaskInfo, TaskList};
+
+        pub(super) const ID: &str = "01jd0000000000000000000000";
+
+        #[derive(Debug, Default)]
+        pub(super) struct Seen {
+            pub(super) submitted: Vec<SubmitTask>,
+            pub(super) waits: Vec<Option<String>>,
+            pub(super) list_query: HashMap<String, String>,
+        }
+
+        type Shared = Arc<Mutex<Seen>>;
+
+        pub(super) fn info(state: &str) -> TaskInfo {
+            serde_json::from_value(serde_json::json!({
+                "id": ID,
+                "function": "echo",
+                "revision": "ab".repeat(32),
+                "state": state,
+                "priority": 0,
+                "attempts": 1,
+                "max_attempts": 3,
+                "created_ms": 1,
+                "input_size": 5,
+            }))
+            .unwrap()
+        }
+
+        fn error(status: StatusCode, code: &str) -> Response {
+            let body = serde_json::json!({"code": code, "message": format!("it is {code}")});
+            (status, Json(body)).into_response()
+        }
+
+        async fn submit(State(seen): State<Shared>, Json(task): Json<SubmitTask>) -> Response {
+            let again = task.idempotency_key.is_some()
+                && seen
+                    .lock()
+                    .unwrap()
+                    .submitted
+                    .iter()
+                    .any(|t| t.idempotency_key == task.idempotency_key);
+            seen.lock().unwrap().submitted.push(task);
+            let body = Submitted {
+                id: ID.parse().unwrap(),
+                state: colony_core::TaskState::Queued,
+                created: !again,
+            };
+            let status = if again {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            (status, Json(body)).into_response()
+        }
+
+        async fn task(
+            State(seen): State<Shared>,
+            Path(id): Path<String>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> Response {
+            if id != ID {
+                return error(StatusCode::NOT_FOUND, "task_not_found");
+            }
+            let mut seen = seen.lock().unwrap();
+            seen.waits.push(q.get("wait").cloned());
+            // Running for the first two polls, then done.
+            let state = if seen.waits.len() < 3 {
+                "running"
+            } else {
+                "succeeded"
+            };
+            Json(info(state)).into_response()
+        }
+
+        async fn cancel(Path(id): Path<String>) -> Response {
+            if id != ID {
+                return error(StatusCode::NOT_FOUND, "task_not_found");
+            }
+            error(StatusCode::CONFLICT, "task_finished")
+        }
+
+        async fn result(Path(id): Path<String>) -> Response {
+            if id != ID {
+                return error(StatusCode::NOT_FOUND, "result_not_found");
+            }
+            (StatusCode::OK, &b"out\x00put"[..]).into_response()
+        }
+
+        async fn list(
+            State(seen): State<Shared>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> Json<TaskList> {
+            seen.lock().unwrap().list_query = q;
+            Json(TaskList {
+                tasks: vec![info("succeeded")],
+                next: Some("next-page".into()),
+            })
+        }
+
+        /// Serves on a free loopback port; returns its URL.
+        pub(super) async fn start() -> (String, Shared) {
+            let seen = Shared::default();
+            let app = axum::Router::new()
+                .route("/tasks", get(list).post(submit))
+                .route("/tasks/{id}", get(task).delete(cancel))
+                .route("/tasks/{id}/result", get(result))
+                .with_state(seen.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (format!("http://{addr}"), seen)
+        }
+    }
+
+    #[tokio::test]
+    async fn task_routes_round_trip() {
+        let (url, seen) = fake::start().await;
+        let client = Client::new(&url).unwrap();
+
+        let task = SubmitTask {
+            function: "echo@abcdef12".into(),
+            input: Some("hello".into()),
+            idempotency_key: Some("k1".into()),
+            priority: Some(7),
+            ..Default::default()
+        };
+        let first = client.submit(&task).await.unwrap();
+        assert!(first.created);
+        assert_eq!(first.id.as_str(), fake::ID);
+        let again = client.submit(&task).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.id, first.id);
+        assert_eq!(seen.lock().unwrap().submitted[0], task);
+
+        // Waiting polls until the task is finished, each poll a long one.
+        let done = client
+            .wait_task(fake::ID, Duration::from_secs(90))
+            .await
+            .unwrap();
+        assert_eq!(done.state, TaskState::Succeeded);
+        let waits = seen.lock().unwrap().waits.clone();
+        assert_eq!(waits.len(), 3, "{waits:?}");
+        assert_eq!(waits[0].as_deref(), Some("60"));
+
+        assert_eq!(client.task(fake::ID).await.unwrap().id.as_str(), fake::ID);
+        assert_eq!(
+            client.task_result(fake::ID).await.unwrap(),
+            &b"out\x00put"[..]
+        );
+
+        let page = client
+            .tasks(&TaskQuery {
+                state: Some(TaskState::Succeeded),
+                limit: Some(10),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.next.as_deref(), Some("next-page"));
+        assert_eq!(page.tasks.len(), 1);
+        let q = seen.lock().unwrap().list_query.clone();
+        assert_eq!(q.get("state").map(String::as_str), Some("succeeded"));
+        assert_eq!(q.get("limit").map(String::as_str), Some("10"));
+        assert!(!q.contains_key("function"));
+
+        // Errors carry the server's codes.
+        let err = client.cancel_task(fake::ID).await.unwrap_err();
+        assert_eq!(err.code(), Some("task_finished"), "{err}");
+        assert!(matches!(err, Error::Api { status: 409, .. }));
+        let other = "7zzzzzzzzzzzzzzzzzzzzzzzzz";
+        let err = client.task(other).await.unwrap_err();
+        assert_eq!(err.code(), Some("task_not_found"));
+        let err = client.task_result(other).await.unwrap_err();
+        assert_eq!(err.code(), Some("result_not_found"));
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_its_time_is_up() {
+        let (url, seen) = fake::start().await;
+        let client = Client::new(&url).unwrap();
+        // A zero wait is a single poll, whatever the state.
+        let now = client.wait_task(fake::ID, Duration::ZERO).await.unwrap();
+        assert_eq!(now.state, TaskState::Running);
+        assert_eq!(seen.lock().unwrap().waits, [Some("0".to_owned())]);
     }
 }
