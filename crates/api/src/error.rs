@@ -83,7 +83,12 @@ impl From<Error> for ApiError {
             | Error::InvalidManifest(_)
             | Error::InvalidModule { .. }
             | Error::AmbiguousRevision { .. } => Self::new(StatusCode::BAD_REQUEST, code, message),
-            Error::FunctionNotFound { .. } | Error::RevisionNotFound { .. } => {
+            Error::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, code, message),
+            Error::TaskFinished { .. } => Self::new(StatusCode::CONFLICT, code, message),
+            Error::FunctionNotFound { .. }
+            | Error::RevisionNotFound { .. }
+            | Error::TaskNotFound { .. }
+            | Error::ResultNotFound { .. } => {
                 Self::new(StatusCode::NOT_FOUND, code, message)
             }
             Error::Overloaded { retry_after } => {

@@ -21,7 +21,9 @@ fn invalid_manifest(message: String) -> ApiError {
 
 /// Builds a manifest from deploy query parameters:
 /// `executor`, `io`, `timeout` (`2s`) or `timeout_ms`, `memory` (`64MiB`),
-/// `output` (`8MiB`), `env=K=V` and `arg=A` (repeatable), and `default`.
+/// `output` (`8MiB`), `env=K=V` and `arg=A` (repeatable), the task retry
+/// policy (`max_attempts`, `retry_on=timeout,trap`, `backoff`,
+/// `max_backoff`), `concurrency` (per-function limit), and `default`.
 /// Returns the manifest and whether to make the revision the default.
 pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiError> {
     let mut m = Manifest::default();
@@ -56,6 +58,31 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
                 m.env.insert(k.to_owned(), v.to_owned());
             }
             "arg" => m.args.push(value.into_owned()),
+            "max_attempts" => {
+                m.retry.max_attempts = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+            }
+            "retry_on" => {
+                m.retry.on = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse::<colony_core::RetryOn>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(bad)?;
+                m.retry.on.sort();
+                m.retry.on.dedup();
+            }
+            "backoff" => {
+                let d = parse_duration(&value).map_err(bad)?;
+                m.retry.backoff_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            "max_backoff" => {
+                let d = parse_duration(&value).map_err(bad)?;
+                m.retry.max_backoff_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            "concurrency" => {
+                m.concurrency = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+            }
             "default" => {
                 make_default = match &*value {
                     "true" | "1" | "yes" => true,
@@ -65,7 +92,8 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             }
             _ => {
                 return Err(invalid_manifest(format!(
-                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, default"
+                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, \
+                     max_attempts, retry_on, backoff, max_backoff, concurrency, default"
                 )));
             }
         }

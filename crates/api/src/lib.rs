@@ -11,6 +11,7 @@
 //! - `body`: reading request bodies under a size limit (413, not a hang).
 //! - `run`: `POST /run/{name}` and `POST /run/{name}@{rev}`.
 //! - `functions`: deploy, list, show, switch default, delete.
+//! - `tasks`: submit, show (long poll), result, list, cancel tasks.
 //! - `status`: `GET /status`.
 //!
 //! # Routes
@@ -23,6 +24,11 @@
 //! | GET | `/functions/{name}` | one function, its revisions and default |
 //! | PUT | `/functions/{name}/default` | `{"revision": "<id or prefix>"}` |
 //! | DELETE | `/functions/{name}` | delete the function |
+//! | POST | `/tasks` | submit a task; 202 once durably committed |
+//! | GET | `/tasks` | tasks, newest first: `state`, `function`, `limit`, `after` |
+//! | GET | `/tasks/{id}` | one task; `?wait=SECONDS` long-polls until it finishes |
+//! | GET | `/tasks/{id}/result` | the output of a succeeded task |
+//! | DELETE | `/tasks/{id}` | cancel the task |
 //! | GET | `/status` | ready/draining, uptime, counts |
 #![forbid(unsafe_code)]
 
@@ -31,6 +37,7 @@ mod error;
 mod functions;
 mod run;
 mod status;
+mod tasks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,6 +80,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(functions::delete),
         )
         .route("/functions/{name}/default", put(functions::set_default))
+        .route("/tasks", post(tasks::submit).get(tasks::list))
+        .route("/tasks/{id}", get(tasks::show).delete(tasks::cancel))
+        .route("/tasks/{id}/result", get(tasks::result))
         .route("/status", get(status::status))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

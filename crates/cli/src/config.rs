@@ -36,6 +36,9 @@ pub(crate) struct RawConfig {
     pub(crate) instances: Option<u32>,
     pub(crate) epoch_tick: Option<String>,
     pub(crate) drain_timeout: Option<String>,
+    pub(crate) task_ttl: Option<String>,
+    pub(crate) sweep_interval: Option<String>,
+    pub(crate) result_inline_max: Option<String>,
 }
 
 impl RawConfig {
@@ -62,6 +65,9 @@ impl RawConfig {
             instances: over.instances.or(self.instances),
             epoch_tick: over.epoch_tick.or(self.epoch_tick),
             drain_timeout: over.drain_timeout.or(self.drain_timeout),
+            task_ttl: over.task_ttl.or(self.task_ttl),
+            sweep_interval: over.sweep_interval.or(self.sweep_interval),
+            result_inline_max: over.result_inline_max.or(self.result_inline_max),
         }
     }
 
@@ -109,6 +115,18 @@ impl RawConfig {
         }
         if let Some(d) = duration("epoch_tick", self.epoch_tick)? {
             w.epoch_tick = d;
+        }
+        if let Some(d) = duration("task_ttl", self.task_ttl)? {
+            w.tasks.ttl = d;
+        }
+        if let Some(d) = duration("sweep_interval", self.sweep_interval)? {
+            if d.is_zero() {
+                bail!("sweep_interval: must be greater than zero");
+            }
+            w.tasks.sweep_interval = d;
+        }
+        if let Some(s) = size("result_inline_max", self.result_inline_max)? {
+            w.tasks.result_inline_max = usize::try_from(s).context("result_inline_max is too large")?;
         }
         // The pool needs a slot for every running call; grow it to fit a
         // large concurrency rather than refuse.

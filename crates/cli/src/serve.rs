@@ -61,6 +61,12 @@ pub(crate) struct Args {
     /// Grace period for in-flight calls at shutdown [default: 30s].
     #[arg(long, env = "COLONY_DRAIN_TIMEOUT", value_name = "DURATION")]
     drain_timeout: Option<String>,
+    /// How long finished tasks and their results are kept [default: 7d].
+    #[arg(long, env = "COLONY_TASK_TTL", value_name = "DURATION")]
+    task_ttl: Option<String>,
+    /// How often expired tasks are deleted [default: 1m].
+    #[arg(long, env = "COLONY_SWEEP_INTERVAL", value_name = "DURATION")]
+    sweep_interval: Option<String>,
 }
 
 impl Args {
@@ -79,6 +85,9 @@ impl Args {
             instances: self.instances,
             epoch_tick: None,
             drain_timeout: self.drain_timeout,
+            task_ttl: self.task_ttl,
+            sweep_interval: self.sweep_interval,
+            result_inline_max: None,
         };
         (self.config, raw)
     }

@@ -164,6 +164,7 @@ mod tests {
             .run(Call {
                 input: Bytes::from_static(b"abc"),
                 cancel: None,
+                timeout_ms: None,
             })
             .await
             .unwrap();
@@ -172,6 +173,7 @@ mod tests {
             .run(Call {
                 input: Bytes::from_static(b"abcd"),
                 cancel: None,
+                timeout_ms: None,
             })
             .await
             .unwrap_err();

@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub instances: u32,
     /// The epoch tick: granularity of timeouts and cancellation.
     pub epoch_tick: Duration,
+    /// Task retention and storage.
+    pub tasks: crate::TaskConfig,
 }
 
 impl WorkerConfig {
@@ -56,6 +58,7 @@ impl WorkerConfig {
             max_code_bytes: DEFAULT_MAX_CODE_BYTES,
             instances: engine.instances,
             epoch_tick: engine.epoch_tick,
+            tasks: crate::TaskConfig::default(),
         }
     }
 

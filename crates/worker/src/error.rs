@@ -66,6 +66,31 @@ pub enum Error {
         /// How long it ran.
         duration: Duration,
     },
+    /// No task has this id (or it expired).
+    #[error("no task with id {id}")]
+    TaskNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The task is already finished.
+    #[error("task {id} already finished ({state})")]
+    TaskFinished {
+        /// The task.
+        id: String,
+        /// Its final state.
+        state: colony_core::TaskState,
+    },
+    /// The task has no result: it has not succeeded (yet).
+    #[error("task {id} has no result: it is {state}")]
+    ResultNotFound {
+        /// The task.
+        id: String,
+        /// Its state.
+        state: colony_core::TaskState,
+    },
+    /// The request is malformed: fix it.
+    #[error("{0}")]
+    BadRequest(String),
     /// The worker failed on its own side (storage, I/O); see its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -86,6 +111,10 @@ impl Error {
             Error::Draining => ErrorCode::Draining,
             Error::Failed { failure, .. } => failure.code(),
             Error::Internal(_) => ErrorCode::Internal,
+            Error::TaskNotFound { .. } => ErrorCode::TaskNotFound,
+            Error::TaskFinished { .. } => ErrorCode::TaskFinished,
+            Error::ResultNotFound { .. } => ErrorCode::ResultNotFound,
+            Error::BadRequest(_) => ErrorCode::BadRequest,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct Call<'a> {
     pub input: Bytes,
     /// Cancels the invocation.
     pub cancel: Option<&'a CancellationToken>,
+    /// Overrides the manifest's timeout (a task's `timeout_ms`).
+    pub timeout_ms: Option<u64>,
 }
 
 /// An executor: turns a revision's code and manifest into something that

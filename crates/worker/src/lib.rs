@@ -14,13 +14,17 @@
 //!   maps a manifest's `executor` to an implementation.
 //! - `wasm`: the `wasm` executor, over [`colony_engine`].
 //! - `builtin`: the `builtin` executor: native functions compiled in.
-//! - `scheduler`: bounded concurrency with a bounded wait queue.
+//! - `scheduler`: bounded concurrency shared by calls and tasks in turns,
+//!   with a bounded wait queue for calls.
+//! - `tasks`: durable tasks: submit, dispatch, retry, cancel, wait, sweep.
+//! - `taskstore`: the task table with a group-committing writer thread.
 //! - `error`: [`Error`], each variant mapped to a stable [`ErrorCode`].
 //!
 //! # Data directory
 //!
 //! ```text
-//! <data-dir>/colony.db        SQLite (WAL): functions and revisions
+//! <data-dir>/colony.db        SQLite (WAL): functions, revisions, tasks
+//! <data-dir>/results/ab/<id>  task results too large for the table
 //! <data-dir>/blobs/ab/<sha>   code, addressed by sha256
 //! <data-dir>/compiled/...     compiled artifacts (see colony-engine)
 //! ```
@@ -36,6 +40,8 @@ mod executor;
 mod registry;
 mod scheduler;
 mod store;
+mod taskstore;
+mod tasks;
 mod wasm;
 mod worker;
 
@@ -44,5 +50,6 @@ pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, Worker
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
+pub use tasks::{DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig};
 pub use wasm::WasmExecutor;
 pub use worker::{Invoked, Worker};

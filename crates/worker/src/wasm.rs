@@ -68,7 +68,10 @@ impl Runnable for WasmRunnable {
                 stdin: call.input,
                 argv: &self.argv,
                 env: &self.env,
-                limits: self.limits,
+                limits: Limits {
+                    timeout_ms: call.timeout_ms.unwrap_or(self.limits.timeout_ms),
+                    ..self.limits
+                },
                 cancel: call.cancel,
             })
             .await?;

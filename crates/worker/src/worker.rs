@@ -5,10 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::collections::HashMap;
+
 use colony_core::wire::{
-    Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, WorkerState,
+    Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, Submitted, TaskCounts, TaskInfo,
+    TaskList, WorkerState,
 };
-use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId};
+use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId, TaskError, TaskId, TaskState};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use colony_engine::{CancellationToken, Engine, EngineConfig};
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
@@ -21,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
 use crate::registry::{FunctionEntry, Index, RevisionEntry};
 use crate::scheduler::Scheduler;
+use crate::taskstore::{ListQuery, TaskStore};
+use crate::tasks::{Live, Outcome, Submission, Tasks};
 use crate::store::{RevisionRow, Store, now_ms};
 use crate::wasm::WasmExecutor;
 
@@ -58,6 +64,33 @@ pub struct Worker {
     counters: Counters,
     started: Instant,
     draining: AtomicBool,
+    tasks: Arc<Tasks>,
+    /// Per-function concurrency limits: (limit, permits).
+    gates: Mutex<HashMap<FunctionName, (u32, Arc<Semaphore>)>>,
+}
+
+/// A slot under a function's own concurrency limit; freeing it lets
+/// parked tasks of that function run.
+#[derive(Debug)]
+struct GatePermit {
+    _permit: OwnedSemaphorePermit,
+    tasks: Arc<Tasks>,
+}
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        self.tasks.unpark();
+    }
+}
+
+/// This worker's name in task records: `host:pid`.
+fn worker_id() -> Arc<str> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    Arc::from(format!("{host}:{}", std::process::id()))
 }
 
 impl Worker {
@@ -99,20 +132,47 @@ impl Worker {
         .await
         .map_err(Error::internal)??;
         let blobs = Blobs::open(&config.data_dir.join("blobs"))?;
+        let results = Blobs::open(&config.data_dir.join("results"))?;
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
+        let index = Index::load(rows);
+        let db = config.data_dir.join("colony.db");
+        let ttl_ms = config.tasks.ttl.as_millis() as i64;
+        let policies: HashMap<(String, String), bool> = index
+            .all()
+            .iter()
+            .flat_map(|f| {
+                f.revisions.iter().map(|r| {
+                    let retries = r.row.manifest.retry.retries(Some(colony_core::RetryOn::WorkerLost));
+                    ((f.name.to_string(), r.row.id.to_string()), retries)
+                })
+            })
+            .collect();
+        let (task_store, queued, recovered) = tokio::task::spawn_blocking(move || {
+            TaskStore::open(&db, ttl_ms, |f, r| policies.get(&(f.to_owned(), r.to_owned())).copied().unwrap_or(false))
+        })
+        .await
+        .map_err(Error::internal)??;
+        if recovered > 0 {
+            warn!(tasks = recovered, "recovered tasks left running by a previous process");
+        }
+        let tasks = Arc::new(Tasks::new(task_store, queued, results, config.tasks.clone(), worker_id()));
         let worker = Arc::new(Self {
             engine,
             executors,
             store: Arc::new(Mutex::new(store)),
             blobs,
-            index: Index::load(rows),
+            index,
             scheduler,
             write_lock: tokio::sync::Mutex::new(()),
             counters: Counters::default(),
             started: Instant::now(),
             draining: AtomicBool::new(false),
+            tasks,
+            gates: Mutex::new(HashMap::new()),
             config,
         });
+        tokio::spawn(worker.clone().dispatch());
+        tokio::spawn(sweep(Arc::downgrade(&worker.tasks), worker.config.tasks.sweep_interval));
         let (functions, revisions) = worker.index.counts();
         info!(functions, revisions, data_dir = %worker.config.data_dir.display(), "registry loaded");
         Ok(worker)
@@ -195,6 +255,19 @@ impl Worker {
         cancel: Option<&CancellationToken>,
     ) -> Result<Invoked> {
         let rev = self.index.resolve(target)?;
+        let _gate = match rev.row.manifest.concurrency {
+            0 => None,
+            limit => {
+                let gate = self.gate(&rev.function, limit);
+                match tokio::time::timeout(self.config.max_queue_wait, gate.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(GatePermit { _permit: permit, tasks: self.tasks.clone() }),
+                    _ => {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::Overloaded { retry_after: Duration::from_secs(1) });
+                    }
+                }
+            }
+        };
         let _slot = match self.scheduler.acquire().await {
             Ok(slot) => slot,
             Err(e) => {
@@ -204,7 +277,7 @@ impl Worker {
         };
         let runnable = self.prepared(&rev).await?;
         let started = Instant::now();
-        let result = runnable.run(Call { input, cancel }).await;
+        let result = runnable.run(Call { input, cancel, timeout_ms: None }).await;
         let duration = started.elapsed();
         match result {
             Ok(output) => {
@@ -444,6 +517,10 @@ impl Worker {
                 compiled: es.compiled,
                 cache_hits: es.cache_hits,
             },
+            tasks: {
+                let (queued, running, finished) = self.tasks.counts();
+                TaskCounts { queued, running, finished }
+            },
         }
     }
 
@@ -456,15 +533,201 @@ impl Worker {
         }
     }
 
-    /// Stops taking new invocations; in-flight ones go on.
+    /// Stops taking new invocations and starting tasks; in-flight ones
+    /// go on. Queued tasks stay queued in the store for the next start.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.scheduler.close();
+        self.tasks.wake.notify_one();
+    }
+
+    fn gate(&self, function: &FunctionName, limit: u32) -> Arc<Semaphore> {
+        let mut gates = self.gates.lock();
+        match gates.get(function) {
+            Some((l, sem)) if *l == limit => sem.clone(),
+            _ => {
+                let sem = Arc::new(Semaphore::new(limit as usize));
+                gates.insert(function.clone(), (limit, sem.clone()));
+                sem
+            }
+        }
+    }
+
+    /// Submits a task; resolves once it is durably committed.
+    pub async fn submit(&self, s: Submission) -> Result<Submitted> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Error::Draining);
+        }
+        let rev = self.index.resolve(&s.target)?;
+        let max_attempts = s.max_attempts.unwrap_or(rev.row.manifest.retry.max_attempts);
+        let ceiling = colony_core::task::MAX_ATTEMPTS_CEILING;
+        if max_attempts == 0 || max_attempts > ceiling {
+            return Err(Error::BadRequest(format!("max_attempts: must be between 1 and {ceiling}")));
+        }
+        if let Some(t) = s.timeout_ms {
+            if t == 0 || Duration::from_millis(t) > self.config.max_timeout {
+                return Err(Error::BadRequest(format!(
+                    "timeout_ms: must be between 1 and this worker's ceiling of {}",
+                    self.config.max_timeout.as_millis()
+                )));
+            }
+        }
+        if let Some(k) = &s.idempotency_key {
+            if k.is_empty() || k.len() > 256 {
+                return Err(Error::BadRequest("idempotency_key: must be 1 to 256 bytes".into()));
+            }
+        }
+        self.tasks.submit(rev.function.clone(), rev.row.id.clone(), max_attempts, s).await
+    }
+
+    /// One task.
+    pub async fn task(&self, id: &TaskId) -> Result<TaskInfo> {
+        self.tasks.get(id).await
+    }
+
+    /// One task, after waiting up to `wait` for it to finish.
+    pub async fn wait_task(&self, id: &TaskId, wait: Duration) -> Result<TaskInfo> {
+        self.tasks.wait(id, wait).await
+    }
+
+    /// The output of a succeeded task.
+    pub async fn task_result(&self, id: &TaskId) -> Result<Bytes> {
+        self.tasks.result(id).await
+    }
+
+    /// A page of tasks, newest first: filtered by state and function,
+    /// after the cursor `after`.
+    pub async fn tasks(
+        &self,
+        state: Option<TaskState>,
+        function: Option<FunctionName>,
+        limit: u32,
+        after: Option<TaskId>,
+    ) -> Result<TaskList> {
+        self.tasks.list(ListQuery { state, function, limit, after }).await
+    }
+
+    /// Cancels a task; see the task module.
+    pub async fn cancel_task(&self, id: &TaskId) -> Result<TaskInfo> {
+        self.tasks.cancel(id).await
+    }
+
+    /// Deletes expired tasks now (the background sweep does it every
+    /// `sweep_interval`); returns how many.
+    pub async fn sweep_tasks(&self) -> Result<usize> {
+        self.tasks.sweep().await
+    }
+
+    /// The task dispatcher: one slot at a time, best task first.
+    async fn dispatch(self: Arc<Self>) {
+        loop {
+            if self.draining.load(Ordering::Acquire) {
+                return;
+            }
+            let notified = self.tasks.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (ready, due) = self.tasks.peek();
+            if !ready {
+                match due {
+                    Some(t) => {
+                        let wait = Duration::from_millis((t - crate::store::now_ms()).max(1) as u64);
+                        let _ = tokio::time::timeout(wait, notified).await;
+                    }
+                    None => notified.await,
+                }
+                continue;
+            }
+            let Some(slot) = self.scheduler.acquire_for_task().await else { return };
+            let mut gate = None;
+            let (task, _) = self.tasks.next(|live| match self.try_gate(live) {
+                Ok(permit) => {
+                    gate = permit;
+                    true
+                }
+                Err(()) => false,
+            });
+            let Some(live) = task else {
+                drop(slot);
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let _gate = gate;
+                me.run_task(live).await;
+            });
+        }
+    }
+
+    /// Takes a slot under the task's function limit: `Ok(None)` when it
+    /// has none, `Err` when it is full.
+    fn try_gate(&self, live: &Live) -> std::result::Result<Option<GatePermit>, ()> {
+        let Some(f) = self.index.get(&live.function) else { return Ok(None) };
+        let Some(rev) = f.revisions.iter().find(|r| r.row.id == live.revision) else { return Ok(None) };
+        match rev.row.manifest.concurrency {
+            0 => Ok(None),
+            limit => self
+                .gate(&live.function, limit)
+                .try_acquire_owned()
+                .map(|p| Some(GatePermit { _permit: p, tasks: self.tasks.clone() }))
+                .map_err(|_| ()),
+        }
+    }
+
+    async fn run_task(&self, live: Arc<Live>) {
+        let target = FunctionRef { name: live.function.clone(), rev: Some(live.revision.to_string()) };
+        let (outcome, policy) = match self.index.resolve(&target) {
+            Err(e) => (
+                Outcome::Unrunnable(TaskError { code: e.code().as_str().to_owned(), message: e.to_string(), exit_code: None, stderr_tail: None }),
+                colony_core::RetryPolicy::default(),
+            ),
+            Ok(rev) => {
+                let policy = rev.row.manifest.retry.clone();
+                let outcome = async {
+                    let input = self.tasks.input(&live).await?;
+                    let runnable = self.prepared(&rev).await?;
+                    let call = Call { input, cancel: Some(&live.cancel), timeout_ms: live.timeout_ms };
+                    Ok::<_, Error>(runnable.run(call).await)
+                }
+                .await;
+                let outcome = match outcome {
+                    Ok(Ok(out)) => {
+                        self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Succeeded(out)
+                    }
+                    Ok(Err(f)) => {
+                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failed(f)
+                    }
+                    Err(e) => Outcome::Failed(colony_core::Failure::Internal { message: e.to_string() }),
+                };
+                (outcome, policy)
+            }
+        };
+        if let Err(e) = self.tasks.finish(&live, outcome, &policy).await {
+            tracing::error!(task = %live.id, cause = %e, "cannot record how a task ended; it is recovered at the next start");
+        }
     }
 
     /// Waits for in-flight invocations to finish, at most `timeout`;
     /// returns whether they all did.
     pub async fn drained(&self, timeout: Duration) -> bool {
         self.scheduler.drained(timeout).await
+    }
+}
+
+/// Deletes expired tasks every `interval` while the worker lives.
+async fn sweep(tasks: std::sync::Weak<Tasks>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(tasks) = tasks.upgrade() else { return };
+        match tasks.sweep().await {
+            Ok(0) => {}
+            Ok(n) => info!(tasks = n, "deleted expired tasks"),
+            Err(e) => warn!(cause = %e, "task sweep failed"),
+        }
     }
 }

@@ -1,0 +1,512 @@
+//! The durable task table, with group commit.
+//!
+//! One writer thread owns a SQLite connection and applies every write
+//! (submit, start, finish, requeue, cancel, sweep) in batches: it takes
+//! whatever queued up while the previous transaction committed, applies
+//! it all in one transaction, commits once (WAL, `synchronous=FULL`: one
+//! fsync for the whole batch), then answers each writer. Latency is one
+//! commit at most behind; throughput grows with load instead of being
+//! capped at one fsync per task. Reads go through a second connection,
+//! which WAL lets run beside the writer.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use colony_core::wire::{TaskInfo, TaskList};
+use colony_core::{FunctionName, RevisionId, TaskError, TaskId, TaskState};
+use parking_lot::Mutex;
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+use tracing::error;
+
+use crate::error::{Error, Result};
+
+/// Most writes applied in one transaction.
+const MAX_BATCH: usize = 4096;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tasks (
+    id              TEXT PRIMARY KEY,
+    function        TEXT NOT NULL,
+    revision        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    max_attempts    INTEGER NOT NULL,
+    timeout_ms      INTEGER,
+    created_ms      INTEGER NOT NULL,
+    started_ms      INTEGER,
+    finished_ms     INTEGER,
+    not_before_ms   INTEGER,
+    worker          TEXT,
+    error           TEXT,
+    input           BLOB NOT NULL,
+    input_size      INTEGER NOT NULL,
+    output          BLOB,
+    output_size     INTEGER,
+    output_in_file  INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    expires_ms      INTEGER
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
+CREATE INDEX IF NOT EXISTS tasks_by_function ON tasks(function, id);
+CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks(expires_ms) WHERE expires_ms IS NOT NULL;
+";
+
+const INFO_COLUMNS: &str = "id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
+     created_ms, started_ms, finished_ms, not_before_ms, worker, error, input_size, output_size, \
+     idempotency_key, expires_ms";
+
+/// A task to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct NewTask {
+    pub(crate) id: TaskId,
+    pub(crate) function: FunctionName,
+    pub(crate) revision: RevisionId,
+    pub(crate) priority: i32,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) created_ms: i64,
+    pub(crate) input: Bytes,
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone)]
+pub(crate) enum Inserted {
+    Created,
+    /// The idempotency key belongs to this task already.
+    Existing(TaskId, TaskState),
+}
+
+/// A queued task as loaded at start.
+#[derive(Debug, Clone)]
+pub(crate) struct QueuedRow {
+    pub(crate) id: TaskId,
+    pub(crate) function: FunctionName,
+    pub(crate) revision: RevisionId,
+    pub(crate) priority: i32,
+    pub(crate) attempts: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) not_before_ms: Option<i64>,
+}
+
+/// How a terminal task's output is kept.
+#[derive(Debug, Clone)]
+pub(crate) enum StoredOutput {
+    None,
+    Inline(Bytes),
+    /// In the results directory; the size.
+    File(u64),
+}
+
+/// Where a task's result is.
+#[derive(Debug, Clone)]
+pub(crate) enum ResultRow {
+    Inline(Vec<u8>),
+    File,
+}
+
+/// A change to one task. Each carries the state it expects the task to be
+/// in, so a write that raced with another changes nothing.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Start { attempts: u32, started_ms: i64, worker: std::sync::Arc<str> },
+    Finish { from: TaskState, to: TaskState, at_ms: i64, expires_ms: i64, error: Option<TaskError>, output: StoredOutput },
+    Requeue { not_before_ms: i64, error: Option<TaskError> },
+}
+
+enum Write {
+    Insert(NewTask, oneshot::Sender<Result<Inserted>>),
+    Change(TaskId, Change, Option<oneshot::Sender<Result<bool>>>),
+    Sweep(i64, oneshot::Sender<Result<Vec<(TaskId, bool)>>>),
+}
+
+/// Filters of a task list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListQuery {
+    pub(crate) state: Option<TaskState>,
+    pub(crate) function: Option<FunctionName>,
+    pub(crate) limit: u32,
+    pub(crate) after: Option<TaskId>,
+}
+
+/// The task table: a group-committing writer and a reader.
+#[derive(Debug)]
+pub(crate) struct TaskStore {
+    tx: mpsc::Sender<Write>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Write")
+    }
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous=FULL;")?;
+    Ok(conn)
+}
+
+fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TaskInfo> {
+    let text = |i: usize| -> rusqlite::Result<String> { r.get::<_, String>(i) };
+    let bad = |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into());
+    let error: Option<String> = r.get(13)?;
+    Ok(TaskInfo {
+        id: TaskId::parse(&text(0)?).map_err(|e| bad(0, e.to_string()))?,
+        function: FunctionName::new(text(1)?).map_err(|e| bad(1, e.to_string()))?,
+        revision: RevisionId::from_hex(&text(2)?).ok_or_else(|| bad(2, "corrupt revision id".into()))?,
+        state: text(3)?.parse().map_err(|e: String| bad(3, e))?,
+        priority: r.get(4)?,
+        attempts: r.get(5)?,
+        max_attempts: r.get(6)?,
+        timeout_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        created_ms: r.get(8)?,
+        started_ms: r.get(9)?,
+        finished_ms: r.get(10)?,
+        not_before_ms: r.get(11)?,
+        worker: r.get(12)?,
+        error: error
+            .map(|e| serde_json::from_str(&e).map_err(|x| bad(13, x.to_string())))
+            .transpose()?,
+        input_size: r.get::<_, i64>(14)? as u64,
+        output_size: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
+        idempotency_key: r.get(16)?,
+        expires_ms: r.get(17)?,
+    })
+}
+
+impl TaskStore {
+    /// Opens the table in the database at `path`, recovering tasks that a
+    /// previous process left running: back to `queued` (their attempt is
+    /// counted) or `dead` when no attempt is left (or the policy does not
+    /// retry a lost worker, per `retries_lost(function, revision)`).
+    /// Returns the store and every queued task.
+    pub(crate) fn open(
+        path: &Path,
+        ttl_ms: i64,
+        retries_lost: impl Fn(&str, &str) -> bool,
+    ) -> Result<(Self, Vec<QueuedRow>, usize)> {
+        let mut conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let recovered = recover(&mut conn, ttl_ms, retries_lost)?;
+        let queued = load_queued(&conn)?;
+        let reader = open(path)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("colony-task-writer".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(Error::internal)?;
+        Ok((Self { tx, reader: Mutex::new(reader) }, queued, recovered))
+    }
+
+    fn send(&self, w: Write) -> Result<()> {
+        self.tx.send(w).map_err(|_| Error::Internal("the task writer stopped".into()))
+    }
+
+    /// Inserts a task; resolves once committed.
+    pub(crate) async fn insert(&self, task: NewTask) -> Result<Inserted> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Write::Insert(task, reply))?;
+        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+    }
+
+    /// Applies a change; resolves once committed, with whether the task was
+    /// in the expected state.
+    pub(crate) async fn change(&self, id: TaskId, change: Change) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Write::Change(id, change, Some(reply)))?;
+        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+    }
+
+    /// Applies a change without waiting for its commit (a lost `Start` only
+    /// means the attempt is not counted if the process dies right away).
+    pub(crate) fn change_later(&self, id: TaskId, change: Change) {
+        if self.send(Write::Change(id, change, None)).is_err() {
+            error!("the task writer stopped");
+        }
+    }
+
+    /// Deletes terminal tasks that expired by `now_ms`; returns their ids
+    /// and whether each had a result file.
+    pub(crate) async fn sweep(&self, now_ms: i64) -> Result<Vec<(TaskId, bool)>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Write::Sweep(now_ms, reply))?;
+        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+    }
+
+    /// One task.
+    pub(crate) fn get(&self, id: &TaskId) -> Result<Option<TaskInfo>> {
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare_cached(&format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1"))?;
+        Ok(stmt.query_row([id.as_str()], info_from_row).optional()?)
+    }
+
+    /// A task's input.
+    pub(crate) fn input(&self, id: &TaskId) -> Result<Option<Bytes>> {
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare_cached("SELECT input FROM tasks WHERE id = ?1")?;
+        Ok(stmt.query_row([id.as_str()], |r| r.get::<_, Vec<u8>>(0)).optional()?.map(Bytes::from))
+    }
+
+    /// A task's state and where its result is.
+    pub(crate) fn result(&self, id: &TaskId) -> Result<Option<(TaskState, Option<ResultRow>)>> {
+        let conn = self.reader.lock();
+        let mut stmt = conn.prepare_cached("SELECT state, output, output_in_file FROM tasks WHERE id = ?1")?;
+        let row = stmt
+            .query_row([id.as_str()], |r| {
+                let state: String = r.get(0)?;
+                let output: Option<Vec<u8>> = r.get(1)?;
+                let in_file: bool = r.get(2)?;
+                Ok((state, output, in_file))
+            })
+            .optional()?;
+        let Some((state, output, in_file)) = row else { return Ok(None) };
+        let state: TaskState = state.parse().map_err(Error::Internal)?;
+        let result = match (output, in_file) {
+            (_, true) => Some(ResultRow::File),
+            (Some(bytes), false) => Some(ResultRow::Inline(bytes)),
+            (None, false) => None,
+        };
+        Ok(Some((state, result)))
+    }
+
+    /// A page of tasks, newest first.
+    pub(crate) fn list(&self, q: &ListQuery) -> Result<TaskList> {
+        let conn = self.reader.lock();
+        let mut sql = format!("SELECT {INFO_COLUMNS} FROM tasks WHERE 1=1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(s) = q.state {
+            args.push(s.as_str().to_owned());
+            sql.push_str(&format!(" AND state = ?{}", args.len()));
+        }
+        if let Some(f) = &q.function {
+            args.push(f.as_str().to_owned());
+            sql.push_str(&format!(" AND function = ?{}", args.len()));
+        }
+        if let Some(a) = &q.after {
+            args.push(a.as_str().to_owned());
+            sql.push_str(&format!(" AND id < ?{}", args.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", q.limit + 1));
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut tasks = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), info_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let next = if tasks.len() > q.limit as usize {
+            tasks.truncate(q.limit as usize);
+            tasks.last().map(|t| t.id.to_string())
+        } else {
+            None
+        };
+        Ok(TaskList { tasks, next })
+    }
+}
+
+fn recover(conn: &mut Connection, ttl_ms: i64, retries_lost: impl Fn(&str, &str) -> bool) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let running: Vec<(String, String, String, u32, u32)> = {
+        let mut stmt =
+            tx.prepare("SELECT id, function, revision, attempts, max_attempts FROM tasks WHERE state = 'running'")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let now = crate::store::now_ms();
+    let lost = serde_json::to_string(&TaskError::worker_lost()).expect("serializes");
+    for (id, function, revision, attempts, max_attempts) in &running {
+        let event = colony_core::TaskEvent::Fail {
+            retryable: retries_lost(function, revision),
+            attempts_left: attempts < max_attempts,
+        };
+        let next = TaskState::Running.apply(event).map_err(Error::internal)?;
+        if next == TaskState::Queued {
+            tx.execute("UPDATE tasks SET state = 'queued', error = ?2 WHERE id = ?1", params![id, lost])?;
+        } else {
+            tx.execute(
+                "UPDATE tasks SET state = ?2, error = ?3, finished_ms = ?4, expires_ms = ?5 WHERE id = ?1",
+                params![id, next.as_str(), lost, now, now.saturating_add(ttl_ms)],
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok(running.len())
+}
+
+fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms \
+         FROM tasks WHERE state = 'queued' ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i32>(3)?,
+            r.get::<_, u32>(4)?,
+            r.get::<_, u32>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+            r.get::<_, Option<i64>>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms) = row?;
+        out.push(QueuedRow {
+            id: TaskId::parse(&id).map_err(Error::internal)?,
+            function: FunctionName::new(function).map_err(Error::internal)?,
+            revision: RevisionId::from_hex(&revision).ok_or_else(|| Error::Internal(format!("corrupt revision id {revision:?}")))?,
+            priority,
+            attempts,
+            max_attempts,
+            timeout_ms: timeout_ms.map(|v| v as u64),
+            not_before_ms,
+        });
+    }
+    Ok(out)
+}
+
+enum Reply {
+    Insert(oneshot::Sender<Result<Inserted>>, Result<Inserted>),
+    Change(Option<oneshot::Sender<Result<bool>>>, Result<bool>),
+    Sweep(oneshot::Sender<Result<Vec<(TaskId, bool)>>>, Result<Vec<(TaskId, bool)>>),
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for w in batch {
+                replies.push(match w {
+                    Write::Insert(t, reply) => Reply::Insert(reply, insert(&tx, &t)),
+                    Write::Change(id, c, reply) => Reply::Change(reply, change(&tx, &id, c)),
+                    Write::Sweep(now, reply) => Reply::Sweep(reply, sweep(&tx, now)),
+                });
+            }
+            tx.commit()
+        })();
+        let failed = |e: &rusqlite::Error| Error::Internal(format!("task store commit: {e}"));
+        if let Err(e) = &committed {
+            error!(cause = %e, "task store commit failed");
+        }
+        for r in replies {
+            match r {
+                Reply::Insert(tx, res) => {
+                    let _ = tx.send(committed.as_ref().map_err(failed).and(res));
+                }
+                Reply::Change(tx, res) => {
+                    if let Some(tx) = tx {
+                        let _ = tx.send(committed.as_ref().map_err(failed).and(res));
+                    }
+                }
+                Reply::Sweep(tx, res) => {
+                    let _ = tx.send(committed.as_ref().map_err(failed).and(res));
+                }
+            }
+        }
+    }
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
+    if let Some(key) = &t.idempotency_key {
+        let mut stmt = tx.prepare_cached("SELECT id, state FROM tasks WHERE idempotency_key = ?1")?;
+        let found = stmt
+            .query_row([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .optional()?;
+        if let Some((id, state)) = found {
+            return Ok(Inserted::Existing(
+                TaskId::parse(&id).map_err(Error::internal)?,
+                state.parse().map_err(Error::Internal)?,
+            ));
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO tasks (id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
+         created_ms, input, input_size, idempotency_key) VALUES (?1, ?2, ?3, 'queued', ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    stmt.execute(params![
+        t.id.as_str(),
+        t.function.as_str(),
+        t.revision.as_str(),
+        t.priority,
+        t.max_attempts,
+        t.timeout_ms.map(|v| v as i64),
+        t.created_ms,
+        t.input.as_ref(),
+        t.input.len() as i64,
+        t.idempotency_key,
+    ])?;
+    Ok(Inserted::Created)
+}
+
+fn change(tx: &rusqlite::Transaction<'_>, id: &TaskId, c: Change) -> Result<bool> {
+    let n = match c {
+        Change::Start { attempts, started_ms, worker } => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE tasks SET state = 'running', attempts = ?2, started_ms = ?3, worker = ?4, not_before_ms = NULL \
+                 WHERE id = ?1 AND state = 'queued'",
+            )?;
+            stmt.execute(params![id.as_str(), attempts, started_ms, &*worker])?
+        }
+        Change::Finish { from, to, at_ms, expires_ms, error, output } => {
+            let error = error.map(|e| serde_json::to_string(&e).expect("serializes"));
+            let (inline, size, in_file): (Option<&[u8]>, Option<i64>, bool) = match &output {
+                StoredOutput::None => (None, None, false),
+                StoredOutput::Inline(b) => (Some(b.as_ref()), Some(b.len() as i64), false),
+                StoredOutput::File(n) => (None, Some(*n as i64), true),
+            };
+            let mut stmt = tx.prepare_cached(
+                "UPDATE tasks SET state = ?3, finished_ms = ?4, expires_ms = ?5, error = ?6, output = ?7, \
+                 output_size = ?8, output_in_file = ?9, not_before_ms = NULL WHERE id = ?1 AND state = ?2",
+            )?;
+            stmt.execute(params![
+                id.as_str(),
+                from.as_str(),
+                to.as_str(),
+                at_ms,
+                expires_ms,
+                error,
+                inline,
+                size,
+                in_file
+            ])?
+        }
+        Change::Requeue { not_before_ms, error } => {
+            let error = error.map(|e| serde_json::to_string(&e).expect("serializes"));
+            let mut stmt = tx.prepare_cached(
+                "UPDATE tasks SET state = 'queued', not_before_ms = ?2, error = ?3 WHERE id = ?1 AND state = 'running'",
+            )?;
+            stmt.execute(params![id.as_str(), not_before_ms, error])?
+        }
+    };
+    Ok(n == 1)
+}
+
+fn sweep(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<(TaskId, bool)>> {
+    let mut stmt = tx.prepare_cached(
+        "DELETE FROM tasks WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 RETURNING id, output_in_file",
+    )?;
+    let rows = stmt
+        .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(id, f)| Ok((TaskId::parse(&id).map_err(Error::internal)?, f)))
+        .collect()
+}
