@@ -6,14 +6,24 @@
 //! requests per second. Without `--server` it starts `colony serve` as a
 //! child process on a temporary data directory, so client and server are
 //! separate processes talking over loopback, as in production.
+//!
+//! With `--tasks N` it measures tasks instead: N submits of each function
+//! from the largest `--concurrency` of connections, the submit latency,
+//! and the time from the first submit until the worker's status shows all
+//! N finished; then it checks, page by page, that all N succeeded.
 
+use std::collections::HashSet;
 use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use colony_client::{Client, DeployOptions};
+use colony_client::{Client, DeployOptions, TaskQuery};
+use colony_core::TaskState;
 use colony_core::units::parse_duration;
+use colony_core::wire::{SubmitTask, Submitted};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -43,6 +53,11 @@ pub(crate) struct Args {
     /// Which functions: wasm, builtin, or both.
     #[arg(long, value_delimiter = ',', default_value = "wasm,builtin")]
     only: Vec<String>,
+    /// Measure tasks instead of /run: submit this many tasks of each
+    /// function (from the largest --concurrency of connections) and time
+    /// them until all are finished.
+    #[arg(long, value_name = "N")]
+    tasks: Option<usize>,
 }
 
 /// A `colony serve` child, killed on drop.
@@ -147,6 +162,179 @@ async fn connection(
     Ok(stats)
 }
 
+#[derive(Debug, Default)]
+struct SubmitStats {
+    latencies_us: Vec<u32>,
+    ids: Vec<String>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// One keep-alive connection submitting tasks back to back while
+/// `remaining` lasts.
+async fn submitter(
+    addr: String,
+    body: Bytes,
+    remaining: Arc<AtomicUsize>,
+) -> anyhow::Result<SubmitStats> {
+    let stream = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut stats = SubmitStats::default();
+    // Take one submit at a time from the shared budget.
+    while remaining
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let start = Instant::now();
+        let req = Request::post("/tasks")
+            .header("host", &addr)
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let got = resp.into_body().collect().await?.to_bytes();
+        let took = start.elapsed();
+        match serde_json::from_slice::<Submitted>(&got) {
+            Ok(s) if status == hyper::StatusCode::ACCEPTED => {
+                stats.ids.push(s.id.to_string());
+                stats
+                    .latencies_us
+                    .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+            }
+            _ => {
+                stats.errors += 1;
+                if stats.first_error.is_none() {
+                    stats.first_error =
+                        Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&got)));
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// What one function's task run measured.
+#[derive(Debug)]
+struct TaskRun {
+    submitted: usize,
+    /// From the first submit until the status showed them all finished.
+    end_to_end: Duration,
+    /// From the first submit until the last submit was answered.
+    submitting: Duration,
+    latencies_us: Vec<u32>,
+    /// Submits refused plus tasks that did not succeed.
+    failures: u64,
+    first_error: Option<String>,
+}
+
+/// How long the worker may show no progress before the run is abandoned.
+const TASK_STALL: Duration = Duration::from_secs(60);
+/// How often the worker's status is polled while tasks run.
+const STATUS_POLL: Duration = Duration::from_millis(20);
+
+async fn task_run(
+    client: &Client,
+    addr: &str,
+    function: &str,
+    n: usize,
+    connections: usize,
+) -> anyhow::Result<TaskRun> {
+    let body = serde_json::to_vec(&SubmitTask {
+        function: function.to_owned(),
+        input: Some("x".into()),
+        ..Default::default()
+    })?;
+    let body = Bytes::from(body);
+    let finished_before = client.status().await?.tasks.finished;
+
+    let remaining = Arc::new(AtomicUsize::new(n));
+    let start = Instant::now();
+    let conns: Vec<_> = (0..connections.min(n.max(1)))
+        .map(|_| tokio::spawn(submitter(addr.to_owned(), body.clone(), remaining.clone())))
+        .collect();
+    let mut all = SubmitStats::default();
+    for conn in conns {
+        let s = conn.await.context("a bench connection panicked")??;
+        all.latencies_us.extend(s.latencies_us);
+        all.ids.extend(s.ids);
+        all.errors += s.errors;
+        all.first_error = all.first_error.or(s.first_error);
+    }
+    let submitting = start.elapsed();
+    let accepted = all.ids.len();
+
+    // Wait until every accepted task is finished.
+    let mut last_progress = (Instant::now(), 0u64);
+    let end_to_end = loop {
+        let status = client.status().await?;
+        let t = status.tasks;
+        let finished = t.finished.saturating_sub(finished_before);
+        if t.queued == 0 && t.running == 0 && finished >= accepted as u64 {
+            break start.elapsed();
+        }
+        if finished != last_progress.1 {
+            last_progress = (Instant::now(), finished);
+        } else if last_progress.0.elapsed() > TASK_STALL {
+            bail!(
+                "{function}: no task finished for {TASK_STALL:?}: {finished} of {accepted} \
+                 finished, {} queued, {} running",
+                t.queued,
+                t.running
+            );
+        }
+        tokio::time::sleep(STATUS_POLL).await;
+    };
+
+    // Check that they all succeeded, page by page.
+    let mut pending: HashSet<String> = all.ids.into_iter().collect();
+    let mut query = TaskQuery {
+        state: Some(TaskState::Succeeded),
+        function: Some(function.to_owned()),
+        limit: Some(1000),
+        after: None,
+    };
+    while !pending.is_empty() {
+        let page = client.tasks(&query).await?;
+        for t in &page.tasks {
+            pending.remove(t.id.as_str());
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let mut first_error = all.first_error;
+    if let Some(id) = pending.iter().next() {
+        let t = client.task(id).await?;
+        first_error = first_error.or_else(|| {
+            Some(format!(
+                "task {id} is {}{}",
+                t.state,
+                t.error
+                    .map(|e| format!(": {} ({})", e.message, e.code))
+                    .unwrap_or_default()
+            ))
+        });
+    }
+    all.latencies_us.sort_unstable();
+    Ok(TaskRun {
+        submitted: n,
+        end_to_end,
+        submitting,
+        latencies_us: all.latencies_us,
+        failures: all.errors + pending.len() as u64,
+        first_error,
+    })
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -207,18 +395,61 @@ impl Args {
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
+        let server_label = if child.is_some() {
+            "child process"
+        } else {
+            base.as_str()
+        };
+        if let Some(n) = self.tasks {
+            let connections = self.concurrency.iter().copied().max().unwrap_or(1);
+            println!(
+                "colony bench: {n} tasks per function, {connections} connections, server {server_label}"
+            );
+            println!(
+                "{:<20} {:<8} {:>7} {:>8} {:>9} {:>9} {:>10} {:>10} {:>8}",
+                "FUNCTION",
+                "EXECUTOR",
+                "TASKS",
+                "SECONDS",
+                "TASKS/S",
+                "SUBMIT/S",
+                "SUBMIT-P50",
+                "SUBMIT-P99",
+                "FAILURES"
+            );
+            let mut failed = false;
+            for (name, executor) in &targets {
+                let r = task_run(&client, &addr, name, n, connections).await?;
+                println!(
+                    "{:<20} {:<8} {:>7} {:>8.2} {:>9.0} {:>9.0} {:>10} {:>10} {:>8}",
+                    name,
+                    executor,
+                    r.submitted,
+                    r.end_to_end.as_secs_f64(),
+                    per_second(r.submitted, r.end_to_end),
+                    per_second(r.latencies_us.len(), r.submitting),
+                    micros(percentile(&r.latencies_us, 0.50)),
+                    micros(percentile(&r.latencies_us, 0.99)),
+                    r.failures
+                );
+                if let Some(e) = r.first_error {
+                    eprintln!("  first error: {e}");
+                    failed = true;
+                }
+                failed |= r.failures > 0;
+            }
+            drop(child);
+            return Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
         let body = Bytes::from(vec![b'x'; self.size]);
 
         println!(
             "colony bench: {} B body, {:?} warm-up + {:?} per run, server {}",
-            self.size,
-            warmup,
-            duration,
-            if child.is_some() {
-                "child process"
-            } else {
-                base.as_str()
-            }
+            self.size, warmup, duration, server_label
         );
         println!(
             "{:<20} {:<8} {:>5} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7}",

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use colony_client::DeployOptions;
+use colony_core::RetryOn;
 
 use crate::ServerArg;
 
@@ -36,6 +37,25 @@ pub(crate) struct Args {
     /// Deploy without making the revision the default.
     #[arg(long)]
     no_default: bool,
+    /// Attempts per task [server default: 3].
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// Which task failures are retried, comma-separated: trap, timeout,
+    /// exit, worker_lost, limit; `none` (or '') retries nothing
+    /// [server default: timeout,worker_lost].
+    #[arg(long, value_name = "KINDS")]
+    retry_on: Option<String>,
+    /// Delay before a task's first retry, doubling each attempt, e.g. 1s
+    /// [server default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    backoff: Option<String>,
+    /// Ceiling on the retry delay, e.g. 1m [server default: 1m].
+    #[arg(long, value_name = "DURATION")]
+    max_backoff: Option<String>,
+    /// Most tasks of this function running at once; 0 means no limit
+    /// [server default: 0].
+    #[arg(long, value_name = "N")]
+    concurrency: Option<u32>,
     #[command(flatten)]
     server: ServerArg,
 }
@@ -51,6 +71,12 @@ impl Args {
         for e in &self.env {
             anyhow::ensure!(e.contains('='), "--env {e:?}: expected KEY=VALUE");
         }
+        let retry_on = self
+            .retry_on
+            .as_deref()
+            .map(retry_kinds)
+            .transpose()
+            .context("--retry-on")?;
         let options = DeployOptions {
             executor: Some(self.executor),
             io: None,
@@ -60,6 +86,11 @@ impl Args {
             env: self.env,
             args: self.args,
             make_default: self.no_default.then_some(false),
+            max_attempts: self.max_attempts,
+            retry_on,
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+            concurrency: self.concurrency,
         };
         let d = self
             .server
@@ -75,5 +106,38 @@ impl Args {
         let default = if d.default { ", default" } else { "" };
         eprintln!("{} revision {} ({what}{default})", d.function, d.number);
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The kinds of `--retry-on`: a comma-separated list, checked here so a
+/// typo is named before anything is sent; `none` or nothing is the empty
+/// list.
+fn retry_kinds(s: &str) -> anyhow::Result<Vec<String>> {
+    let s = s.trim();
+    if s.is_empty() || s == "none" {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|k| {
+            let kind: RetryOn = k.trim().parse().map_err(anyhow::Error::msg)?;
+            Ok(kind.as_str().to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_kinds_are_checked() {
+        assert_eq!(
+            retry_kinds("trap, timeout,worker_lost").unwrap(),
+            ["trap", "timeout", "worker_lost"]
+        );
+        assert!(retry_kinds("").unwrap().is_empty());
+        assert!(retry_kinds("none").unwrap().is_empty());
+        let err = retry_kinds("trap,oops").unwrap_err().to_string();
+        assert!(err.contains("oops") && err.contains("worker_lost"), "{err}");
     }
 }

@@ -1,9 +1,11 @@
 //! `colony`: run a Colony worker and talk to one.
 //!
 //! One file per subcommand: `serve` runs a worker (the only subcommand
-//! that embeds the runtime); `deploy`, `invoke`, `functions`, `default`
-//! and `delete` are thin shells over [`colony_client`]; `bench` measures
-//! invoke latency and throughput over HTTP.
+//! that embeds the runtime); `deploy`, `invoke`, `submit`, `tasks`,
+//! `functions`, `default` and `delete` are thin shells over
+//! [`colony_client`]; `bench` measures invoke latency and throughput, or
+//! task throughput, over HTTP. `input` reads a function's input for
+//! `invoke` and `submit`.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -12,8 +14,11 @@ mod default;
 mod delete;
 mod deploy;
 mod functions;
+mod input;
 mod invoke;
 mod serve;
+mod submit;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -54,14 +59,29 @@ enum Command {
     Deploy(deploy::Args),
     /// Run a function once: input from --data, --file or stdin; output to stdout.
     Invoke(invoke::Args),
+    /// Submit a task (a durable, retried call); prints its id, or with
+    /// --wait its result.
+    Submit(submit::Args),
+    /// List, show, wait for, cancel tasks, and fetch their results.
+    Tasks(tasks::Args),
     /// List functions, or show one with its revisions.
     Functions(functions::Args),
     /// Make a revision the default of its function.
     Default(default::Args),
     /// Delete a function and all its revisions.
     Delete(delete::Args),
-    /// Measure warm invoke latency and throughput over HTTP.
+    /// Measure warm invoke latency and throughput over HTTP, or task
+    /// throughput with --tasks.
     Bench(bench::Args),
+}
+
+/// The exit status for a guest's exit status: the same when it fits
+/// (1 to 255), else 1.
+fn exit_code(guest: Option<i64>) -> ExitCode {
+    match guest {
+        Some(c @ 1..=255) => ExitCode::from(c as u8),
+        _ => ExitCode::FAILURE,
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,6 +104,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve(args) => args.run().await,
             Command::Deploy(args) => args.run().await,
             Command::Invoke(args) => args.run().await,
+            Command::Submit(args) => args.run().await,
+            Command::Tasks(args) => args.run().await,
             Command::Functions(args) => args.run().await,
             Command::Default(args) => args.run().await,
             Command::Delete(args) => args.run().await,
@@ -117,15 +139,35 @@ mod tests {
             "colony default echo abcdef12",
             "colony delete echo",
             "colony bench --concurrency 1,64 --duration 5s",
+            "colony bench --tasks 20000 --concurrency 64",
+            "colony deploy echo echo.wasm --max-attempts 5 --retry-on trap,timeout --backoff 1s --max-backoff 1m --concurrency 4",
+            "colony deploy echo echo.wasm --retry-on none",
+            "colony submit echo --data hello",
+            "colony submit echo@abcdef12 --file input.bin --priority 5 --max-attempts 2 --timeout 30s --idempotency-key order-42",
+            "colony submit echo --priority -1",
+            "colony submit echo --data hello --wait",
+            "colony submit echo --data hello --wait --wait-timeout 1h",
+            "colony tasks list",
+            "colony tasks list --state succeeded --function echo --limit 100 --after 01jd0000000000000000000000 --json",
+            "colony tasks show 01jd0000000000000000000000",
+            "colony tasks show 01jd0000000000000000000000 --json",
+            "colony tasks result 01jd0000000000000000000000",
+            "colony tasks cancel 01jd0000000000000000000000",
+            "colony tasks wait 01jd0000000000000000000000 --timeout 30s",
         ] {
             let args = line.split(' ');
             if let Err(e) = Cli::try_parse_from(args) {
                 panic!("{line}: {e}");
             }
         }
-        assert!(
-            Cli::try_parse_from(["colony", "invoke", "echo", "--data", "x", "--file", "y"])
-                .is_err()
-        );
+        for bad in [
+            "colony invoke echo --data x --file y",
+            "colony submit echo --data x --file y",
+            "colony submit echo --wait-timeout 1m",
+            "colony tasks list --state done",
+            "colony tasks",
+        ] {
+            assert!(Cli::try_parse_from(bad.split(' ')).is_err(), "{bad}");
+        }
     }
 }
