@@ -9,6 +9,8 @@ use colony_client::Client;
 use colony_testsupport::TestServer;
 use colony_testsupport::guests;
 
+mod tasks;
+
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_colony"))
 }
