@@ -133,8 +133,8 @@ impl ListArgs {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "{:<26} {:<9} {:<24} {:>8} {:>6} {}",
-            "ID", "STATE", "FUNCTION", "ATTEMPTS", "AGE", "ERROR-CODE"
+            "{:<26} {:<9} {:<24} {:>8} {:>6} ERROR-CODE",
+            "ID", "STATE", "FUNCTION", "ATTEMPTS", "AGE"
         )?;
         for t in &page.tasks {
             writeln!(
