@@ -50,7 +50,7 @@ pub(crate) async fn submit(
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     let req: SubmitTask = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path.is_empty() || path == "." {
+        if path.is_empty() || path == "." || path == "?" {
             ApiError::bad_request(format!("invalid JSON body: {}", e.inner()))
         } else {
             ApiError::bad_request(format!("field `{path}`: {}", e.inner()))

@@ -14,6 +14,8 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod tasks;
+
 struct Api {
     router: Router,
     worker: Arc<Worker>,
