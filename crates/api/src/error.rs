@@ -88,9 +88,7 @@ impl From<Error> for ApiError {
             Error::FunctionNotFound { .. }
             | Error::RevisionNotFound { .. }
             | Error::TaskNotFound { .. }
-            | Error::ResultNotFound { .. } => {
-                Self::new(StatusCode::NOT_FOUND, code, message)
-            }
+            | Error::ResultNotFound { .. } => Self::new(StatusCode::NOT_FOUND, code, message),
             Error::Overloaded { retry_after } => {
                 let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
                 err.retry_after = Some(retry_after.as_secs().max(1));

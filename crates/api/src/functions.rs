@@ -59,7 +59,9 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             }
             "arg" => m.args.push(value.into_owned()),
             "max_attempts" => {
-                m.retry.max_attempts = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+                m.retry.max_attempts = value
+                    .parse()
+                    .map_err(|_| bad(format!("{value:?} is not a number")))?
             }
             "retry_on" => {
                 m.retry.on = value
@@ -81,7 +83,9 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
                 m.retry.max_backoff_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             "concurrency" => {
-                m.concurrency = value.parse().map_err(|_| bad(format!("{value:?} is not a number")))?
+                m.concurrency = value
+                    .parse()
+                    .map_err(|_| bad(format!("{value:?} is not a number")))?
             }
             "default" => {
                 make_default = match &*value {

@@ -44,9 +44,15 @@ pub(crate) async fn submit(
     let limit = state.max_body_bytes;
     // Room for base64 (4/3) and the JSON around it.
     let json_limit = limit / 3 * 4 + 64 * 1024;
-    let bytes = crate::body::read(&headers, body, json_limit).await.map_err(|e| {
-        if e.code() == ErrorCode::PayloadTooLarge { too_large(limit) } else { e }
-    })?;
+    let bytes = crate::body::read(&headers, body, json_limit)
+        .await
+        .map_err(|e| {
+            if e.code() == ErrorCode::PayloadTooLarge {
+                too_large(limit)
+            } else {
+                e
+            }
+        })?;
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     let req: SubmitTask = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -58,7 +64,9 @@ pub(crate) async fn submit(
     })?;
     let input = match (req.input, req.input_base64) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("give `input` or `input_base64`, not both"));
+            return Err(ApiError::bad_request(
+                "give `input` or `input_base64`, not both",
+            ));
         }
         (Some(text), None) => bytes::Bytes::from(text),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
@@ -82,7 +90,11 @@ pub(crate) async fn submit(
             priority: req.priority.unwrap_or(0),
         })
         .await?;
-    let status = if submitted.created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if submitted.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     let mut resp = (status, Json(&submitted)).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("/tasks/{}", submitted.id)) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -110,7 +122,9 @@ pub(crate) async fn show(
             state.worker.wait_task(&id, wait).await?
         }
         Some(w) if !(w.is_finite() && w >= 0.0) => {
-            return Err(ApiError::bad_request(format!("wait: {w} is not a number of seconds")));
+            return Err(ApiError::bad_request(format!(
+                "wait: {w} is not a number of seconds"
+            )));
         }
         _ => state.worker.task(&id).await?,
     };
@@ -118,11 +132,17 @@ pub(crate) async fn show(
 }
 
 /// `GET /tasks/{id}/result`: the output bytes of a succeeded task.
-pub(crate) async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
     let bytes = state.worker.task_result(&id).await?;
     let mut resp = (StatusCode::OK, bytes).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     Ok(resp)
 }
 
@@ -144,26 +164,48 @@ pub(crate) async fn list(
     let task_state = q
         .state
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<TaskState>().map_err(|e| ApiError::bad_request(format!("state: {e}"))))
+        .map(|s| {
+            s.parse::<TaskState>()
+                .map_err(|e| ApiError::bad_request(format!("state: {e}")))
+        })
         .transpose()?;
-    let function = q.function.filter(|s| !s.is_empty()).map(FunctionName::new).transpose()?;
+    let function = q
+        .function
+        .filter(|s| !s.is_empty())
+        .map(FunctionName::new)
+        .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!("limit: must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::bad_request(format!(
+            "limit: must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let after = q
         .after
         .filter(|s| !s.is_empty())
         .map(|a| TaskId::parse(&a).map_err(|e| ApiError::bad_request(format!("after: {e}"))))
         .transpose()?;
-    Ok(Json(state.worker.tasks(task_state, function, limit, after).await?))
+    Ok(Json(
+        state
+            .worker
+            .tasks(task_state, function, limit, after)
+            .await?,
+    ))
 }
 
-/// `DELETE /tasks/{id}`: cancel.
+/// `DELETE /tasks/{id}`: cancel. 200 with the cancelled task; 202 when a
+/// running guest has not stopped yet (its cancel stands); 409 when the
+/// task had already finished.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<TaskInfo>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
-    Ok(Json(state.worker.cancel_task(&id).await?))
+    let info = state.worker.cancel_task(&id).await?;
+    let status = if info.state == TaskState::Cancelled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(info)).into_response())
 }

@@ -126,7 +126,8 @@ impl RawConfig {
             w.tasks.sweep_interval = d;
         }
         if let Some(s) = size("result_inline_max", self.result_inline_max)? {
-            w.tasks.result_inline_max = usize::try_from(s).context("result_inline_max is too large")?;
+            w.tasks.result_inline_max =
+                usize::try_from(s).context("result_inline_max is too large")?;
         }
         // The pool needs a slot for every running call; grow it to fit a
         // large concurrency rather than refuse.

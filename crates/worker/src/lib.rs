@@ -40,8 +40,8 @@ mod executor;
 mod registry;
 mod scheduler;
 mod store;
-mod taskstore;
 mod tasks;
+mod taskstore;
 mod wasm;
 mod worker;
 
@@ -50,6 +50,8 @@ pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, Worker
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
-pub use tasks::{DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig};
+pub use tasks::{
+    DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig,
+};
 pub use wasm::WasmExecutor;
 pub use worker::{Invoked, Worker};

@@ -78,12 +78,16 @@ impl Shared {
                 (true, false) => true,
                 (false, false) => q.tasks_turn,
             };
-            let next = if take_task { q.tasks.pop_front() } else { q.calls.pop_front() };
-            if let Some(tx) = next {
-                if tx.send(()).is_ok() {
-                    q.tasks_turn = !take_task;
-                    break;
-                }
+            let next = if take_task {
+                q.tasks.pop_front()
+            } else {
+                q.calls.pop_front()
+            };
+            if let Some(tx) = next
+                && tx.send(()).is_ok()
+            {
+                q.tasks_turn = !take_task;
+                break;
             }
         }
         drop(q);
@@ -131,7 +135,10 @@ impl Scheduler {
     pub(crate) fn new(concurrency: usize, queue: usize, max_wait: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
-                queues: Mutex::new(Queues { free: concurrency, ..Default::default() }),
+                queues: Mutex::new(Queues {
+                    free: concurrency,
+                    ..Default::default()
+                }),
                 concurrency,
                 queue,
                 max_wait,
@@ -142,11 +149,15 @@ impl Scheduler {
     }
 
     fn overloaded(&self) -> Error {
-        Error::Overloaded { retry_after: Duration::from_secs(1) }
+        Error::Overloaded {
+            retry_after: Duration::from_secs(1),
+        }
     }
 
     fn slot(&self) -> Slot {
-        Slot { shared: self.shared.clone() }
+        Slot {
+            shared: self.shared.clone(),
+        }
     }
 
     /// A slot for a call: at once, after a bounded wait, or refused.
@@ -173,7 +184,10 @@ impl Scheduler {
             rx
         };
         let _waiting = Waiting(&s.waiting);
-        let mut pending = Pending { rx: Some(rx), shared: s.clone() };
+        let mut pending = Pending {
+            rx: Some(rx),
+            shared: s.clone(),
+        };
         match tokio::time::timeout(s.max_wait, pending.granted()).await {
             Ok(true) => Ok(self.slot()),
             Ok(false) => Err(Error::Draining),
@@ -198,7 +212,10 @@ impl Scheduler {
             q.tasks.push_back(tx);
             rx
         };
-        let mut pending = Pending { rx: Some(rx), shared: s.clone() };
+        let mut pending = Pending {
+            rx: Some(rx),
+            shared: s.clone(),
+        };
         pending.granted().await.then(|| self.slot())
     }
 
@@ -260,7 +277,11 @@ mod tests {
         drop(a);
         waiter.await.unwrap().unwrap();
         assert_eq!(s.queued(), 0);
-        assert_eq!(s.running(), 1, "the waiter's slot was released when it finished");
+        assert_eq!(
+            s.running(),
+            1,
+            "the waiter's slot was released when it finished"
+        );
 
         // A waiter that outlasts max_wait is refused, and leaves the queue.
         let _c = s.acquire().await.unwrap();
@@ -281,16 +302,16 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut joins = Vec::new();
         for i in 0..4 {
-            let (s, order) = (s.clone(), order.clone());
+            let (s1, order1) = (s.clone(), order.clone());
             joins.push(tokio::spawn(async move {
-                let _slot = s.acquire().await.unwrap();
-                order.lock().push(format!("call{i}"));
+                let _slot = s1.acquire().await.unwrap();
+                order1.lock().push(format!("call{i}"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }));
-            let (s, order) = (s.clone(), order.clone());
+            let (s2, order2) = (s.clone(), order.clone());
             joins.push(tokio::spawn(async move {
-                let _slot = s.acquire_for_task().await.unwrap();
-                order.lock().push(format!("task{i}"));
+                let _slot = s2.acquire_for_task().await.unwrap();
+                order2.lock().push(format!("task{i}"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }));
             tokio::task::yield_now().await;
@@ -321,6 +342,6 @@ mod tests {
         drop(held);
         assert_eq!(s.running(), 0);
         let _a = s.acquire().await.unwrap();
-        assert!(s.drained(Duration::from_millis(10)).await == false);
+        assert!(!s.drained(Duration::from_millis(10)).await);
     }
 }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use colony_core::wire::{Submitted, TaskInfo, TaskList};
 use colony_core::{
-    Failure, FunctionName, FunctionRef, RetryOn, RevisionId, TaskError, TaskEvent, TaskId, TaskState,
+    Failure, FunctionName, FunctionRef, RetryOn, RevisionId, TaskError, TaskEvent, TaskId,
+    TaskState,
 };
 use colony_engine::CancellationToken;
 use parking_lot::Mutex;
@@ -26,7 +27,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::blobs::Blobs;
 use crate::error::{Error, Result};
-use crate::taskstore::{Change, Inserted, ListQuery, NewTask, QueuedRow, ResultRow, StoredOutput, TaskStore};
+use crate::taskstore::{
+    Change, Inserted, ListQuery, NewTask, QueuedRow, ResultRow, StoredOutput, TaskStore,
+};
 
 /// Inputs up to this size stay in memory until their task runs; larger
 /// ones are read back from the store.
@@ -111,7 +114,9 @@ struct Ready {
 impl Ord for Ready {
     fn cmp(&self, other: &Self) -> CmpOrdering {
         // Max-heap: higher priority first, then lower seq (older) first.
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -136,7 +141,11 @@ impl Queue {
         self.seq += 1;
         match not_before_ms {
             Some(t) if t > now_ms => self.delayed.push(Reverse((t, self.seq, priority, id))),
-            _ => self.ready.push(Ready { priority, seq: self.seq, id }),
+            _ => self.ready.push(Ready {
+                priority,
+                seq: self.seq,
+                id,
+            }),
         }
     }
 
@@ -223,7 +232,11 @@ impl Tasks {
                         max_attempts: row.max_attempts,
                         timeout_ms: row.timeout_ms,
                         input: Mutex::new(None),
-                        state: Mutex::new(LiveState { state: TaskState::Queued, attempts: row.attempts, cancelling: false }),
+                        state: Mutex::new(LiveState {
+                            state: TaskState::Queued,
+                            attempts: row.attempts,
+                            cancelling: false,
+                        }),
                         watch,
                         cancel: CancellationToken::new(),
                     }),
@@ -237,7 +250,11 @@ impl Tasks {
     pub(crate) fn counts(&self) -> (usize, usize, u64) {
         let live = self.live.lock().len();
         let running = self.running.load(Ordering::Acquire);
-        (live.saturating_sub(running), running, self.finished.load(Ordering::Relaxed))
+        (
+            live.saturating_sub(running),
+            running,
+            self.finished.load(Ordering::Relaxed),
+        )
     }
 
     /// Inserts a task for `revision`; resolves once it is committed.
@@ -259,7 +276,11 @@ impl Tasks {
             max_attempts,
             timeout_ms: s.timeout_ms,
             input: Mutex::new(keep_input),
-            state: Mutex::new(LiveState { state: TaskState::Queued, attempts: 0, cancelling: false }),
+            state: Mutex::new(LiveState {
+                state: TaskState::Queued,
+                attempts: 0,
+                cancelling: false,
+            }),
             watch,
             cancel: CancellationToken::new(),
         });
@@ -284,11 +305,19 @@ impl Tasks {
             Ok(Inserted::Created) => {
                 self.queue.lock().push(id.clone(), s.priority, None, 0);
                 self.wake.notify_one();
-                Ok(Submitted { id, state: TaskState::Queued, created: true })
+                Ok(Submitted {
+                    id,
+                    state: TaskState::Queued,
+                    created: true,
+                })
             }
             Ok(Inserted::Existing(existing, state)) => {
                 self.live.lock().remove(&id);
-                Ok(Submitted { id: existing, state, created: false })
+                Ok(Submitted {
+                    id: existing,
+                    state,
+                    created: false,
+                })
             }
             Err(e) => {
                 self.live.lock().remove(&id);
@@ -300,12 +329,17 @@ impl Tasks {
     /// Pops the best task that may start now, marking it running.
     /// `has_room(function)` says whether its function may run one more.
     /// Returns the task, or when the next delayed one is due.
-    pub(crate) fn next(&self, mut has_room: impl FnMut(&Live) -> bool) -> (Option<Arc<Live>>, Option<i64>) {
+    pub(crate) fn next(
+        &self,
+        mut has_room: impl FnMut(&Live) -> bool,
+    ) -> (Option<Arc<Live>>, Option<i64>) {
         let now = now_ms();
         let mut q = self.queue.lock();
         let due = q.promote(now);
         while let Some(r) = q.ready.pop() {
-            let Some(live) = self.live.lock().get(&r.id).cloned() else { continue };
+            let Some(live) = self.live.lock().get(&r.id).cloned() else {
+                continue;
+            };
             let mut st = live.state.lock();
             if st.state != TaskState::Queued || st.cancelling {
                 continue;
@@ -315,14 +349,21 @@ impl Tasks {
                 q.parked.push(r);
                 continue;
             }
-            st.state = st.state.apply(TaskEvent::Start).expect("queued tasks start");
+            st.state = st
+                .state
+                .apply(TaskEvent::Start)
+                .expect("queued tasks start");
             st.attempts += 1;
             let attempts = st.attempts;
             drop(st);
             self.running.fetch_add(1, Ordering::AcqRel);
             self.store.change_later(
                 live.id.clone(),
-                Change::Start { attempts, started_ms: now, worker: self.worker_id.clone() },
+                Change::Start {
+                    attempts,
+                    started_ms: now,
+                    worker: self.worker_id.clone(),
+                },
             );
             let _ = live.watch.send(TaskState::Running);
             return (Some(live), due);
@@ -364,24 +405,44 @@ impl Tasks {
         let now = now_ms();
         let (event, error, output) = match outcome {
             Outcome::Succeeded(out) => (TaskEvent::Succeed, None, Some(out)),
-            Outcome::Failed(Failure::Cancelled) if live.cancel.is_cancelled() => (TaskEvent::Cancel, None, None),
+            Outcome::Failed(Failure::Cancelled) if live.cancel.is_cancelled() => {
+                (TaskEvent::Cancel, None, None)
+            }
             Outcome::Failed(f) => {
                 let retryable = retry.retries(RetryOn::of(&f));
-                let event = TaskEvent::Fail { retryable, attempts_left: attempts < live.max_attempts };
+                let event = TaskEvent::Fail {
+                    retryable,
+                    attempts_left: attempts < live.max_attempts,
+                };
                 (event, Some(TaskError::from_failure(&f)), None)
             }
-            Outcome::Unrunnable(e) => {
-                (TaskEvent::Fail { retryable: false, attempts_left: attempts < live.max_attempts }, Some(e), None)
-            }
+            Outcome::Unrunnable(e) => (
+                TaskEvent::Fail {
+                    retryable: false,
+                    attempts_left: attempts < live.max_attempts,
+                },
+                Some(e),
+                None,
+            ),
         };
         let next = TaskState::Running.apply(event).map_err(Error::internal)?;
         if next == TaskState::Queued {
             let not_before = now + retry.backoff(attempts + 1).as_millis() as i64;
-            self.store.change(live.id.clone(), Change::Requeue { not_before_ms: not_before, error }).await?;
+            self.store
+                .change(
+                    live.id.clone(),
+                    Change::Requeue {
+                        not_before_ms: not_before,
+                        error,
+                    },
+                )
+                .await?;
             live.state.lock().state = TaskState::Queued;
             self.running.fetch_sub(1, Ordering::AcqRel);
             let _ = live.watch.send(TaskState::Queued);
-            self.queue.lock().push(live.id.clone(), live.priority, Some(not_before), now);
+            self.queue
+                .lock()
+                .push(live.id.clone(), live.priority, Some(not_before), now);
             self.wake.notify_one();
             if live.cancel.is_cancelled() {
                 // A cancel arrived while this attempt was ending.
@@ -405,7 +466,14 @@ impl Tasks {
         self.store
             .change(
                 live.id.clone(),
-                Change::Finish { from: TaskState::Running, to: next, at_ms: now, expires_ms: expires, error, output: stored },
+                Change::Finish {
+                    from: TaskState::Running,
+                    to: next,
+                    at_ms: now,
+                    expires_ms: expires,
+                    error,
+                    output: stored,
+                },
             )
             .await?;
         self.running.fetch_sub(1, Ordering::AcqRel);
@@ -443,7 +511,9 @@ impl Tasks {
     /// A page of tasks.
     pub(crate) async fn list(self: &Arc<Self>, q: ListQuery) -> Result<TaskList> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.store.list(&q)).await.map_err(Error::internal)?
+        tokio::task::spawn_blocking(move || me.store.list(&q))
+            .await
+            .map_err(Error::internal)?
     }
 
     /// The result of a succeeded task.
@@ -452,7 +522,10 @@ impl Tasks {
         let found = tokio::task::spawn_blocking(move || me.store.result(&id2))
             .await
             .map_err(Error::internal)??;
-        let not_yet = |state: TaskState| Error::ResultNotFound { id: id.to_string(), state };
+        let not_yet = |state: TaskState| Error::ResultNotFound {
+            id: id.to_string(),
+            state,
+        };
         match found {
             None => Err(Error::TaskNotFound { id: id.to_string() }),
             Some((TaskState::Succeeded, Some(ResultRow::Inline(bytes)))) => Ok(Bytes::from(bytes)),
@@ -470,12 +543,17 @@ impl Tasks {
     }
 
     /// Cancels a task: a queued one at once; a running one is interrupted
-    /// and this returns once it stopped. Finished tasks: `TaskFinished`.
+    /// and this returns once it stopped (or, if it has not within 5 s,
+    /// with the task still running and its cancel pending). Tasks that
+    /// finished otherwise: `TaskFinished`.
     pub(crate) async fn cancel(self: &Arc<Self>, id: &TaskId) -> Result<TaskInfo> {
         let live = self.live.lock().get(id).cloned();
         let Some(live) = live else {
             let info = self.get(id).await?;
-            return Err(Error::TaskFinished { id: id.to_string(), state: info.state });
+            return Err(Error::TaskFinished {
+                id: id.to_string(),
+                state: info.state,
+            });
         };
         let was = live.state.lock().state;
         live.cancel.cancel();
@@ -485,11 +563,17 @@ impl Tasks {
         // Running (or it started meanwhile): the guest stops at the next
         // epoch and its runner records the cancellation.
         let mut rx = live.watch.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.is_terminal())).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| s.is_terminal())).await;
         let info = self.get(id).await?;
         match info.state {
-            TaskState::Cancelled => Ok(info),
-            state => Err(Error::TaskFinished { id: id.to_string(), state }),
+            // Cancelled; or still stopping (the caller sees it running and
+            // may poll): either way the cancel stands.
+            TaskState::Cancelled | TaskState::Queued | TaskState::Running => Ok(info),
+            state => Err(Error::TaskFinished {
+                id: id.to_string(),
+                state,
+            }),
         }
     }
 
@@ -504,7 +588,9 @@ impl Tasks {
         }
         let now = now_ms();
         let expires = now.saturating_add(self.config.ttl.as_millis() as i64);
-        let next = TaskState::Queued.apply(TaskEvent::Cancel).map_err(Error::internal)?;
+        let next = TaskState::Queued
+            .apply(TaskEvent::Cancel)
+            .map_err(Error::internal)?;
         let change = Change::Finish {
             from: TaskState::Queued,
             to: next,

@@ -116,9 +116,23 @@ pub(crate) enum ResultRow {
 /// in, so a write that raced with another changes nothing.
 #[derive(Debug)]
 pub(crate) enum Change {
-    Start { attempts: u32, started_ms: i64, worker: std::sync::Arc<str> },
-    Finish { from: TaskState, to: TaskState, at_ms: i64, expires_ms: i64, error: Option<TaskError>, output: StoredOutput },
-    Requeue { not_before_ms: i64, error: Option<TaskError> },
+    Start {
+        attempts: u32,
+        started_ms: i64,
+        worker: std::sync::Arc<str>,
+    },
+    Finish {
+        from: TaskState,
+        to: TaskState,
+        at_ms: i64,
+        expires_ms: i64,
+        error: Option<TaskError>,
+        output: StoredOutput,
+    },
+    Requeue {
+        not_before_ms: i64,
+        error: Option<TaskError>,
+    },
 }
 
 enum Write {
@@ -159,12 +173,14 @@ fn open(path: &Path) -> Result<Connection> {
 
 fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TaskInfo> {
     let text = |i: usize| -> rusqlite::Result<String> { r.get::<_, String>(i) };
-    let bad = |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into());
+    let bad =
+        |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into());
     let error: Option<String> = r.get(13)?;
     Ok(TaskInfo {
         id: TaskId::parse(&text(0)?).map_err(|e| bad(0, e.to_string()))?,
         function: FunctionName::new(text(1)?).map_err(|e| bad(1, e.to_string()))?,
-        revision: RevisionId::from_hex(&text(2)?).ok_or_else(|| bad(2, "corrupt revision id".into()))?,
+        revision: RevisionId::from_hex(&text(2)?)
+            .ok_or_else(|| bad(2, "corrupt revision id".into()))?,
         state: text(3)?.parse().map_err(|e: String| bad(3, e))?,
         priority: r.get(4)?,
         attempts: r.get(5)?,
@@ -206,18 +222,28 @@ impl TaskStore {
             .name("colony-task-writer".into())
             .spawn(move || writer(conn, rx))
             .map_err(Error::internal)?;
-        Ok((Self { tx, reader: Mutex::new(reader) }, queued, recovered))
+        Ok((
+            Self {
+                tx,
+                reader: Mutex::new(reader),
+            },
+            queued,
+            recovered,
+        ))
     }
 
     fn send(&self, w: Write) -> Result<()> {
-        self.tx.send(w).map_err(|_| Error::Internal("the task writer stopped".into()))
+        self.tx
+            .send(w)
+            .map_err(|_| Error::Internal("the task writer stopped".into()))
     }
 
     /// Inserts a task; resolves once committed.
     pub(crate) async fn insert(&self, task: NewTask) -> Result<Inserted> {
         let (reply, rx) = oneshot::channel();
         self.send(Write::Insert(task, reply))?;
-        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+        rx.await
+            .map_err(|_| Error::Internal("the task writer stopped".into()))?
     }
 
     /// Applies a change; resolves once committed, with whether the task was
@@ -225,7 +251,8 @@ impl TaskStore {
     pub(crate) async fn change(&self, id: TaskId, change: Change) -> Result<bool> {
         let (reply, rx) = oneshot::channel();
         self.send(Write::Change(id, change, Some(reply)))?;
-        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+        rx.await
+            .map_err(|_| Error::Internal("the task writer stopped".into()))?
     }
 
     /// Applies a change without waiting for its commit (a lost `Start` only
@@ -241,13 +268,15 @@ impl TaskStore {
     pub(crate) async fn sweep(&self, now_ms: i64) -> Result<Vec<(TaskId, bool)>> {
         let (reply, rx) = oneshot::channel();
         self.send(Write::Sweep(now_ms, reply))?;
-        rx.await.map_err(|_| Error::Internal("the task writer stopped".into()))?
+        rx.await
+            .map_err(|_| Error::Internal("the task writer stopped".into()))?
     }
 
     /// One task.
     pub(crate) fn get(&self, id: &TaskId) -> Result<Option<TaskInfo>> {
         let conn = self.reader.lock();
-        let mut stmt = conn.prepare_cached(&format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1"))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {INFO_COLUMNS} FROM tasks WHERE id = ?1"))?;
         Ok(stmt.query_row([id.as_str()], info_from_row).optional()?)
     }
 
@@ -255,13 +284,17 @@ impl TaskStore {
     pub(crate) fn input(&self, id: &TaskId) -> Result<Option<Bytes>> {
         let conn = self.reader.lock();
         let mut stmt = conn.prepare_cached("SELECT input FROM tasks WHERE id = ?1")?;
-        Ok(stmt.query_row([id.as_str()], |r| r.get::<_, Vec<u8>>(0)).optional()?.map(Bytes::from))
+        Ok(stmt
+            .query_row([id.as_str()], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?
+            .map(Bytes::from))
     }
 
     /// A task's state and where its result is.
     pub(crate) fn result(&self, id: &TaskId) -> Result<Option<(TaskState, Option<ResultRow>)>> {
         let conn = self.reader.lock();
-        let mut stmt = conn.prepare_cached("SELECT state, output, output_in_file FROM tasks WHERE id = ?1")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT state, output, output_in_file FROM tasks WHERE id = ?1")?;
         let row = stmt
             .query_row([id.as_str()], |r| {
                 let state: String = r.get(0)?;
@@ -270,7 +303,9 @@ impl TaskStore {
                 Ok((state, output, in_file))
             })
             .optional()?;
-        let Some((state, output, in_file)) = row else { return Ok(None) };
+        let Some((state, output, in_file)) = row else {
+            return Ok(None);
+        };
         let state: TaskState = state.parse().map_err(Error::Internal)?;
         let result = match (output, in_file) {
             (_, true) => Some(ResultRow::File),
@@ -312,13 +347,19 @@ impl TaskStore {
     }
 }
 
-fn recover(conn: &mut Connection, ttl_ms: i64, retries_lost: impl Fn(&str, &str) -> bool) -> Result<usize> {
+fn recover(
+    conn: &mut Connection,
+    ttl_ms: i64,
+    retries_lost: impl Fn(&str, &str) -> bool,
+) -> Result<usize> {
     let tx = conn.transaction()?;
     let running: Vec<(String, String, String, u32, u32)> = {
         let mut stmt =
             tx.prepare("SELECT id, function, revision, attempts, max_attempts FROM tasks WHERE state = 'running'")?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-            .collect::<rusqlite::Result<_>>()?
+        stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
     };
     let now = crate::store::now_ms();
     let lost = serde_json::to_string(&TaskError::worker_lost()).expect("serializes");
@@ -329,7 +370,10 @@ fn recover(conn: &mut Connection, ttl_ms: i64, retries_lost: impl Fn(&str, &str)
         };
         let next = TaskState::Running.apply(event).map_err(Error::internal)?;
         if next == TaskState::Queued {
-            tx.execute("UPDATE tasks SET state = 'queued', error = ?2 WHERE id = ?1", params![id, lost])?;
+            tx.execute(
+                "UPDATE tasks SET state = 'queued', error = ?2 WHERE id = ?1",
+                params![id, lost],
+            )?;
         } else {
             tx.execute(
                 "UPDATE tasks SET state = ?2, error = ?3, finished_ms = ?4, expires_ms = ?5 WHERE id = ?1",
@@ -360,11 +404,13 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms) = row?;
+        let (id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms) =
+            row?;
         out.push(QueuedRow {
             id: TaskId::parse(&id).map_err(Error::internal)?,
             function: FunctionName::new(function).map_err(Error::internal)?,
-            revision: RevisionId::from_hex(&revision).ok_or_else(|| Error::Internal(format!("corrupt revision id {revision:?}")))?,
+            revision: RevisionId::from_hex(&revision)
+                .ok_or_else(|| Error::Internal(format!("corrupt revision id {revision:?}")))?,
             priority,
             attempts,
             max_attempts,
@@ -378,7 +424,10 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
 enum Reply {
     Insert(oneshot::Sender<Result<Inserted>>, Result<Inserted>),
     Change(Option<oneshot::Sender<Result<bool>>>, Result<bool>),
-    Sweep(oneshot::Sender<Result<Vec<(TaskId, bool)>>>, Result<Vec<(TaskId, bool)>>),
+    Sweep(
+        oneshot::Sender<Result<Vec<(TaskId, bool)>>>,
+        Result<Vec<(TaskId, bool)>>,
+    ),
 }
 
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
@@ -426,9 +475,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
 
 fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
     if let Some(key) = &t.idempotency_key {
-        let mut stmt = tx.prepare_cached("SELECT id, state FROM tasks WHERE idempotency_key = ?1")?;
+        let mut stmt =
+            tx.prepare_cached("SELECT id, state FROM tasks WHERE idempotency_key = ?1")?;
         let found = stmt
-            .query_row([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_row([key], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .optional()?;
         if let Some((id, state)) = found {
             return Ok(Inserted::Existing(
@@ -458,14 +510,25 @@ fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
 
 fn change(tx: &rusqlite::Transaction<'_>, id: &TaskId, c: Change) -> Result<bool> {
     let n = match c {
-        Change::Start { attempts, started_ms, worker } => {
+        Change::Start {
+            attempts,
+            started_ms,
+            worker,
+        } => {
             let mut stmt = tx.prepare_cached(
                 "UPDATE tasks SET state = 'running', attempts = ?2, started_ms = ?3, worker = ?4, not_before_ms = NULL \
                  WHERE id = ?1 AND state = 'queued'",
             )?;
             stmt.execute(params![id.as_str(), attempts, started_ms, &*worker])?
         }
-        Change::Finish { from, to, at_ms, expires_ms, error, output } => {
+        Change::Finish {
+            from,
+            to,
+            at_ms,
+            expires_ms,
+            error,
+            output,
+        } => {
             let error = error.map(|e| serde_json::to_string(&e).expect("serializes"));
             let (inline, size, in_file): (Option<&[u8]>, Option<i64>, bool) = match &output {
                 StoredOutput::None => (None, None, false),
@@ -488,7 +551,10 @@ fn change(tx: &rusqlite::Transaction<'_>, id: &TaskId, c: Change) -> Result<bool
                 in_file
             ])?
         }
-        Change::Requeue { not_before_ms, error } => {
+        Change::Requeue {
+            not_before_ms,
+            error,
+        } => {
             let error = error.map(|e| serde_json::to_string(&e).expect("serializes"));
             let mut stmt = tx.prepare_cached(
                 "UPDATE tasks SET state = 'queued', not_before_ms = ?2, error = ?3 WHERE id = ?1 AND state = 'running'",
@@ -504,9 +570,92 @@ fn sweep(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<(TaskId, bool)>
         "DELETE FROM tasks WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 RETURNING id, output_in_file",
     )?;
     let rows = stmt
-        .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?
+        .query_map([now], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(id, f)| Ok((TaskId::parse(&id).map_err(Error::internal)?, f)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_task(max_attempts: u32, key: Option<&str>) -> NewTask {
+        NewTask {
+            id: TaskId::generate(),
+            function: FunctionName::new("f").unwrap(),
+            revision: RevisionId::from_hex(&"ab".repeat(32)).unwrap(),
+            priority: 0,
+            max_attempts,
+            timeout_ms: None,
+            created_ms: 1,
+            input: Bytes::from_static(b"in"),
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_requeues_or_buries_what_was_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("colony.db");
+        let (store, queued, _) = TaskStore::open(&db, 1000, |_, _| true).unwrap();
+        assert!(queued.is_empty());
+        let last_try = new_task(1, None);
+        let more = new_task(3, Some("k"));
+        let never = new_task(3, None);
+        for t in [&last_try, &more, &never] {
+            assert!(matches!(
+                store.insert(t.clone()).await.unwrap(),
+                Inserted::Created
+            ));
+        }
+        // The same key again: the first task.
+        match store.insert(new_task(3, Some("k"))).await.unwrap() {
+            Inserted::Existing(id, TaskState::Queued) => assert_eq!(id, more.id),
+            other => panic!("{other:?}"),
+        }
+        for t in [&last_try, &more] {
+            let start = Change::Start {
+                attempts: 1,
+                started_ms: 2,
+                worker: "w:1".into(),
+            };
+            assert!(store.change(t.id.clone(), start).await.unwrap());
+        }
+        // A change from the wrong state changes nothing.
+        let requeue = Change::Requeue {
+            not_before_ms: 0,
+            error: None,
+        };
+        assert!(!store.change(never.id.clone(), requeue).await.unwrap());
+        drop(store);
+
+        // The process "died" with two tasks running.
+        let (store, queued, recovered) = TaskStore::open(&db, 1000, |_, _| true).unwrap();
+        assert_eq!(recovered, 2);
+        let ids: Vec<_> = queued.iter().map(|q| q.id.clone()).collect();
+        assert_eq!(ids, [more.id.clone(), never.id.clone()]);
+        assert_eq!(queued[0].attempts, 1, "the lost attempt counts");
+        let dead = store.get(&last_try.id).unwrap().unwrap();
+        assert_eq!(dead.state, TaskState::Dead);
+        assert_eq!(dead.error.unwrap().code, "worker_lost");
+        assert!(dead.expires_ms.is_some());
+        let again = store.get(&more.id).unwrap().unwrap();
+        assert_eq!((again.state, again.attempts), (TaskState::Queued, 1));
+
+        // Swept once expired.
+        assert!(
+            store
+                .sweep(dead.finished_ms.unwrap() + 999)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let swept = store.sweep(dead.finished_ms.unwrap() + 1000).await.unwrap();
+        assert_eq!(swept, [(last_try.id.clone(), false)]);
+        assert!(store.get(&last_try.id).unwrap().is_none());
+    }
 }

@@ -8,14 +8,14 @@ use bytes::Bytes;
 use std::collections::HashMap;
 
 use colony_core::wire::{
-    Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, Submitted, TaskCounts, TaskInfo,
-    TaskList, WorkerState,
+    Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, Submitted, TaskCounts,
+    TaskInfo, TaskList, WorkerState,
 };
 use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId, TaskError, TaskId, TaskState};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use colony_engine::{CancellationToken, Engine, EngineConfig};
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::blobs::Blobs;
@@ -25,9 +25,9 @@ use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
 use crate::registry::{FunctionEntry, Index, RevisionEntry};
 use crate::scheduler::Scheduler;
-use crate::taskstore::{ListQuery, TaskStore};
-use crate::tasks::{Live, Outcome, Submission, Tasks};
 use crate::store::{RevisionRow, Store, now_ms};
+use crate::tasks::{Live, Outcome, Submission, Tasks};
+use crate::taskstore::{ListQuery, TaskStore};
 use crate::wasm::WasmExecutor;
 
 /// The result of a successful invocation.
@@ -142,20 +142,38 @@ impl Worker {
             .iter()
             .flat_map(|f| {
                 f.revisions.iter().map(|r| {
-                    let retries = r.row.manifest.retry.retries(Some(colony_core::RetryOn::WorkerLost));
+                    let retries = r
+                        .row
+                        .manifest
+                        .retry
+                        .retries(Some(colony_core::RetryOn::WorkerLost));
                     ((f.name.to_string(), r.row.id.to_string()), retries)
                 })
             })
             .collect();
         let (task_store, queued, recovered) = tokio::task::spawn_blocking(move || {
-            TaskStore::open(&db, ttl_ms, |f, r| policies.get(&(f.to_owned(), r.to_owned())).copied().unwrap_or(false))
+            TaskStore::open(&db, ttl_ms, |f, r| {
+                policies
+                    .get(&(f.to_owned(), r.to_owned()))
+                    .copied()
+                    .unwrap_or(false)
+            })
         })
         .await
         .map_err(Error::internal)??;
         if recovered > 0 {
-            warn!(tasks = recovered, "recovered tasks left running by a previous process");
+            warn!(
+                tasks = recovered,
+                "recovered tasks left running by a previous process"
+            );
         }
-        let tasks = Arc::new(Tasks::new(task_store, queued, results, config.tasks.clone(), worker_id()));
+        let tasks = Arc::new(Tasks::new(
+            task_store,
+            queued,
+            results,
+            config.tasks.clone(),
+            worker_id(),
+        ));
         let worker = Arc::new(Self {
             engine,
             executors,
@@ -172,7 +190,10 @@ impl Worker {
             config,
         });
         tokio::spawn(worker.clone().dispatch());
-        tokio::spawn(sweep(Arc::downgrade(&worker.tasks), worker.config.tasks.sweep_interval));
+        tokio::spawn(sweep(
+            Arc::downgrade(&worker.tasks),
+            worker.config.tasks.sweep_interval,
+        ));
         let (functions, revisions) = worker.index.counts();
         info!(functions, revisions, data_dir = %worker.config.data_dir.display(), "registry loaded");
         Ok(worker)
@@ -260,10 +281,15 @@ impl Worker {
             limit => {
                 let gate = self.gate(&rev.function, limit);
                 match tokio::time::timeout(self.config.max_queue_wait, gate.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(GatePermit { _permit: permit, tasks: self.tasks.clone() }),
+                    Ok(Ok(permit)) => Some(GatePermit {
+                        _permit: permit,
+                        tasks: self.tasks.clone(),
+                    }),
                     _ => {
                         self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::Overloaded { retry_after: Duration::from_secs(1) });
+                        return Err(Error::Overloaded {
+                            retry_after: Duration::from_secs(1),
+                        });
                     }
                 }
             }
@@ -277,7 +303,13 @@ impl Worker {
         };
         let runnable = self.prepared(&rev).await?;
         let started = Instant::now();
-        let result = runnable.run(Call { input, cancel, timeout_ms: None }).await;
+        let result = runnable
+            .run(Call {
+                input,
+                cancel,
+                timeout_ms: None,
+            })
+            .await;
         let duration = started.elapsed();
         match result {
             Ok(output) => {
@@ -519,7 +551,11 @@ impl Worker {
             },
             tasks: {
                 let (queued, running, finished) = self.tasks.counts();
-                TaskCounts { queued, running, finished }
+                TaskCounts {
+                    queued,
+                    running,
+                    finished,
+                }
             },
         }
     }
@@ -559,25 +595,33 @@ impl Worker {
             return Err(Error::Draining);
         }
         let rev = self.index.resolve(&s.target)?;
-        let max_attempts = s.max_attempts.unwrap_or(rev.row.manifest.retry.max_attempts);
+        let max_attempts = s
+            .max_attempts
+            .unwrap_or(rev.row.manifest.retry.max_attempts);
         let ceiling = colony_core::task::MAX_ATTEMPTS_CEILING;
         if max_attempts == 0 || max_attempts > ceiling {
-            return Err(Error::BadRequest(format!("max_attempts: must be between 1 and {ceiling}")));
+            return Err(Error::BadRequest(format!(
+                "max_attempts: must be between 1 and {ceiling}"
+            )));
         }
-        if let Some(t) = s.timeout_ms {
-            if t == 0 || Duration::from_millis(t) > self.config.max_timeout {
-                return Err(Error::BadRequest(format!(
-                    "timeout_ms: must be between 1 and this worker's ceiling of {}",
-                    self.config.max_timeout.as_millis()
-                )));
-            }
+        if let Some(t) = s.timeout_ms
+            && (t == 0 || Duration::from_millis(t) > self.config.max_timeout)
+        {
+            return Err(Error::BadRequest(format!(
+                "timeout_ms: must be between 1 and this worker's ceiling of {}",
+                self.config.max_timeout.as_millis()
+            )));
         }
-        if let Some(k) = &s.idempotency_key {
-            if k.is_empty() || k.len() > 256 {
-                return Err(Error::BadRequest("idempotency_key: must be 1 to 256 bytes".into()));
-            }
+        if let Some(k) = &s.idempotency_key
+            && (k.is_empty() || k.len() > 256)
+        {
+            return Err(Error::BadRequest(
+                "idempotency_key: must be 1 to 256 bytes".into(),
+            ));
         }
-        self.tasks.submit(rev.function.clone(), rev.row.id.clone(), max_attempts, s).await
+        self.tasks
+            .submit(rev.function.clone(), rev.row.id.clone(), max_attempts, s)
+            .await
     }
 
     /// One task.
@@ -604,7 +648,14 @@ impl Worker {
         limit: u32,
         after: Option<TaskId>,
     ) -> Result<TaskList> {
-        self.tasks.list(ListQuery { state, function, limit, after }).await
+        self.tasks
+            .list(ListQuery {
+                state,
+                function,
+                limit,
+                after,
+            })
+            .await
     }
 
     /// Cancels a task; see the task module.
@@ -631,14 +682,17 @@ impl Worker {
             if !ready {
                 match due {
                     Some(t) => {
-                        let wait = Duration::from_millis((t - crate::store::now_ms()).max(1) as u64);
+                        let wait =
+                            Duration::from_millis((t - crate::store::now_ms()).max(1) as u64);
                         let _ = tokio::time::timeout(wait, notified).await;
                     }
                     None => notified.await,
                 }
                 continue;
             }
-            let Some(slot) = self.scheduler.acquire_for_task().await else { return };
+            let Some(slot) = self.scheduler.acquire_for_task().await else {
+                return;
+            };
             let mut gate = None;
             let (task, _) = self.tasks.next(|live| match self.try_gate(live) {
                 Ok(permit) => {
@@ -663,23 +717,40 @@ impl Worker {
     /// Takes a slot under the task's function limit: `Ok(None)` when it
     /// has none, `Err` when it is full.
     fn try_gate(&self, live: &Live) -> std::result::Result<Option<GatePermit>, ()> {
-        let Some(f) = self.index.get(&live.function) else { return Ok(None) };
-        let Some(rev) = f.revisions.iter().find(|r| r.row.id == live.revision) else { return Ok(None) };
+        let Some(f) = self.index.get(&live.function) else {
+            return Ok(None);
+        };
+        let Some(rev) = f.revisions.iter().find(|r| r.row.id == live.revision) else {
+            return Ok(None);
+        };
         match rev.row.manifest.concurrency {
             0 => Ok(None),
             limit => self
                 .gate(&live.function, limit)
                 .try_acquire_owned()
-                .map(|p| Some(GatePermit { _permit: p, tasks: self.tasks.clone() }))
+                .map(|p| {
+                    Some(GatePermit {
+                        _permit: p,
+                        tasks: self.tasks.clone(),
+                    })
+                })
                 .map_err(|_| ()),
         }
     }
 
     async fn run_task(&self, live: Arc<Live>) {
-        let target = FunctionRef { name: live.function.clone(), rev: Some(live.revision.to_string()) };
+        let target = FunctionRef {
+            name: live.function.clone(),
+            rev: Some(live.revision.to_string()),
+        };
         let (outcome, policy) = match self.index.resolve(&target) {
             Err(e) => (
-                Outcome::Unrunnable(TaskError { code: e.code().as_str().to_owned(), message: e.to_string(), exit_code: None, stderr_tail: None }),
+                Outcome::Unrunnable(TaskError {
+                    code: e.code().as_str().to_owned(),
+                    message: e.to_string(),
+                    exit_code: None,
+                    stderr_tail: None,
+                }),
                 colony_core::RetryPolicy::default(),
             ),
             Ok(rev) => {
@@ -687,7 +758,11 @@ impl Worker {
                 let outcome = async {
                     let input = self.tasks.input(&live).await?;
                     let runnable = self.prepared(&rev).await?;
-                    let call = Call { input, cancel: Some(&live.cancel), timeout_ms: live.timeout_ms };
+                    let call = Call {
+                        input,
+                        cancel: Some(&live.cancel),
+                        timeout_ms: live.timeout_ms,
+                    };
                     Ok::<_, Error>(runnable.run(call).await)
                 }
                 .await;
@@ -700,7 +775,9 @@ impl Worker {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
                         Outcome::Failed(f)
                     }
-                    Err(e) => Outcome::Failed(colony_core::Failure::Internal { message: e.to_string() }),
+                    Err(e) => Outcome::Failed(colony_core::Failure::Internal {
+                        message: e.to_string(),
+                    }),
                 };
                 (outcome, policy)
             }

@@ -26,7 +26,9 @@ impl Api {
     }
 
     async fn task(&self, id: &str) -> Value {
-        let r = self.send("GET", &format!("/tasks/{id}"), Body::empty()).await;
+        let r = self
+            .send("GET", &format!("/tasks/{id}"), Body::empty())
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text());
         r.json()
     }
@@ -35,10 +37,13 @@ impl Api {
     async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let r = self.send("GET", &format!("/tasks/{id}?wait=10"), Body::empty()).await;
+            let r = self
+                .send("GET", &format!("/tasks/{id}?wait=10"), Body::empty())
+                .await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text());
             let v = r.json();
-            if ["succeeded", "failed", "cancelled", "dead"].contains(&v["state"].as_str().unwrap()) {
+            if ["succeeded", "failed", "cancelled", "dead"].contains(&v["state"].as_str().unwrap())
+            {
                 return v;
             }
             assert!(Instant::now() < deadline, "task never finished: {v}");
@@ -63,7 +68,9 @@ async fn a_task_runs_and_keeps_its_result() {
     let api = Api::new().await;
     api.deploy("echo", "", guests::ECHO).await;
     api.deploy("hash", "executor=builtin", "sha256").await;
-    let id = api.submit_ok(json!({"function": "echo", "input": "hello task"})).await;
+    let id = api
+        .submit_ok(json!({"function": "echo", "input": "hello task"}))
+        .await;
     let t = api.finished(&id).await;
     assert_eq!(t["state"], "succeeded", "{t}");
     assert_eq!(t["attempts"], 1);
@@ -74,26 +81,43 @@ async fn a_task_runs_and_keeps_its_result() {
     for k in ["created_ms", "started_ms", "finished_ms", "expires_ms"] {
         assert!(t[k].as_i64().unwrap() > 0, "{k}: {t}");
     }
-    let r = api.send("GET", &format!("/tasks/{id}/result"), Body::empty()).await;
+    let r = api
+        .send("GET", &format!("/tasks/{id}/result"), Body::empty())
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "hello task");
 
     // Raw bytes through input_base64, a pinned revision.
-    let rev = api.send("GET", "/functions/hash", Body::empty()).await.json()["default_revision"]
+    let rev = api
+        .send("GET", "/functions/hash", Body::empty())
+        .await
+        .json()["default_revision"]
         .as_str()
         .unwrap()[..8]
         .to_owned();
-    let id = api.submit_ok(json!({"function": format!("hash@{rev}"), "input_base64": "YWJj"})).await;
+    let id = api
+        .submit_ok(json!({"function": format!("hash@{rev}"), "input_base64": "YWJj"}))
+        .await;
     assert_eq!(api.finished(&id).await["state"], "succeeded");
-    let r = api.send("GET", &format!("/tasks/{id}/result"), Body::empty()).await;
-    assert_eq!(r.text(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    let r = api
+        .send("GET", &format!("/tasks/{id}/result"), Body::empty())
+        .await;
+    assert_eq!(
+        r.text(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_back_off_then_the_task_dies() {
     let api = Api::new().await;
     // Exits 3 every time; retried on exit, 3 attempts, 40 ms base backoff.
-    api.deploy("flaky", "retry_on=exit&max_attempts=3&backoff=40ms", guests::EXIT3).await;
+    api.deploy(
+        "flaky",
+        "retry_on=exit&max_attempts=3&backoff=40ms",
+        guests::EXIT3,
+    )
+    .await;
     let t0 = Instant::now();
     let id = api.submit_ok(json!({"function": "flaky"})).await;
     let t = api.finished(&id).await;
@@ -102,21 +126,35 @@ async fn retries_back_off_then_the_task_dies() {
     assert_eq!(t["attempts"], 3);
     assert_eq!(t["error"]["code"], "guest_exit");
     assert_eq!(t["error"]["exit_code"], 3);
-    assert!(t["error"]["stderr_tail"].as_str().unwrap().contains("bad input"), "{t}");
+    assert!(
+        t["error"]["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("bad input"),
+        "{t}"
+    );
     // Two backoffs: at least half of 40 ms, then half of 80 ms.
     assert!(took >= Duration::from_millis(60), "{took:?}");
-    let r = api.send("GET", &format!("/tasks/{id}/result"), Body::empty()).await;
+    let r = api
+        .send("GET", &format!("/tasks/{id}/result"), Body::empty())
+        .await;
     r.expect_error(StatusCode::NOT_FOUND, "result_not_found");
 
     // The default policy does not retry an exit: failed after one attempt.
     api.deploy("once", "", guests::EXIT3).await;
     let id = api.submit_ok(json!({"function": "once"})).await;
     let t = api.finished(&id).await;
-    assert_eq!((t["state"].as_str(), t["attempts"].as_u64()), (Some("failed"), Some(1)), "{t}");
+    assert_eq!(
+        (t["state"].as_str(), t["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{t}"
+    );
 
     // It retries a timeout; the task's own max_attempts and timeout win.
     api.deploy("loop", "backoff=10ms", guests::LOOP).await;
-    let id = api.submit_ok(json!({"function": "loop", "max_attempts": 2, "timeout_ms": 50})).await;
+    let id = api
+        .submit_ok(json!({"function": "loop", "max_attempts": 2, "timeout_ms": 50}))
+        .await;
     let t = api.finished(&id).await;
     assert_eq!(t["state"], "dead", "{t}");
     assert_eq!(t["attempts"], 2);
@@ -127,23 +165,31 @@ async fn retries_back_off_then_the_task_dies() {
 async fn cancel_queued_and_running_tasks() {
     let api = Api::new().await;
     // One at a time, so the second task stays queued.
-    api.deploy("loop", "concurrency=1&timeout=60s", guests::LOOP).await;
+    api.deploy("loop", "concurrency=1&timeout=60s", guests::LOOP)
+        .await;
     let running = api.submit_ok(json!({"function": "loop"})).await;
     api.wait_state(&running, "running").await;
     let queued = api.submit_ok(json!({"function": "loop"})).await;
     assert_eq!(api.task(&queued).await["state"], "queued");
 
-    let r = api.send("DELETE", &format!("/tasks/{queued}"), Body::empty()).await;
+    let r = api
+        .send("DELETE", &format!("/tasks/{queued}"), Body::empty())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["state"], "cancelled");
     assert_eq!(r.json()["attempts"], 0);
 
     let t = Instant::now();
-    let r = api.send("DELETE", &format!("/tasks/{running}"), Body::empty()).await;
+    let r = api
+        .send("DELETE", &format!("/tasks/{running}"), Body::empty())
+        .await;
     let took = t.elapsed();
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["state"], "cancelled");
-    assert!(took < Duration::from_millis(100), "cancelling a running task took {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "cancelling a running task took {took:?}"
+    );
 
     // Finished, unknown, malformed.
     api.send("DELETE", &format!("/tasks/{running}"), Body::empty())
@@ -155,9 +201,13 @@ async fn cancel_queued_and_running_tasks() {
     api.send("GET", "/tasks/01m89mvdqma9dyznh6qxqt0000", Body::empty())
         .await
         .expect_error(StatusCode::NOT_FOUND, "task_not_found");
-    api.send("DELETE", "/tasks/..%2F..%2Fetc", Body::empty()).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.send("DELETE", "/tasks/..%2F..%2Fetc", Body::empty())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     // The worker goes on: the function runs again.
-    let again = api.submit_ok(json!({"function": "loop", "timeout_ms": 20, "max_attempts": 1})).await;
+    let again = api
+        .submit_ok(json!({"function": "loop", "timeout_ms": 20, "max_attempts": 1}))
+        .await;
     assert_eq!(api.finished(&again).await["state"], "dead");
 }
 
@@ -171,9 +221,14 @@ async fn idempotency_keys_return_the_first_task() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["id"], first.as_str());
     assert_eq!(r.json()["created"], false);
-    let other = api.submit_ok(json!({"function": "echo", "idempotency_key": "order-43"})).await;
+    let other = api
+        .submit_ok(json!({"function": "echo", "idempotency_key": "order-43"}))
+        .await;
     assert_ne!(other, first);
-    let list = api.send("GET", "/tasks?function=echo", Body::empty()).await.json();
+    let list = api
+        .send("GET", "/tasks?function=echo", Body::empty())
+        .await
+        .json();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
 }
 
@@ -181,14 +236,25 @@ async fn idempotency_keys_return_the_first_task() {
 async fn long_poll_waits_for_the_end() {
     let api = Api::new().await;
     api.deploy("spin", "", guests::c_guest("spin")).await;
-    let id = api.submit_ok(json!({"function": "spin", "input": "300"})).await;
+    let id = api
+        .submit_ok(json!({"function": "spin", "input": "300"}))
+        .await;
     // A short wait ends with the task still going.
     let t = Instant::now();
-    let v = api.send("GET", &format!("/tasks/{id}?wait=0.1"), Body::empty()).await.json();
+    let v = api
+        .send("GET", &format!("/tasks/{id}?wait=0.1"), Body::empty())
+        .await
+        .json();
     assert!(t.elapsed() >= Duration::from_millis(90));
-    assert!(["queued", "running"].contains(&v["state"].as_str().unwrap()), "{v}");
+    assert!(
+        ["queued", "running"].contains(&v["state"].as_str().unwrap()),
+        "{v}"
+    );
     // A long one ends when the task does.
-    let v = api.send("GET", &format!("/tasks/{id}?wait=20"), Body::empty()).await.json();
+    let v = api
+        .send("GET", &format!("/tasks/{id}?wait=20"), Body::empty())
+        .await
+        .json();
     assert_eq!(v["state"], "succeeded", "{v}");
     assert!(t.elapsed() < Duration::from_secs(20));
     api.send("GET", &format!("/tasks/{id}?wait=soon"), Body::empty())
@@ -203,7 +269,10 @@ async fn lists_page_newest_first_with_a_stable_cursor() {
     api.deploy("hash", "executor=builtin", "sha256").await;
     let mut ids = Vec::new();
     for i in 0..25 {
-        ids.push(api.submit_ok(json!({"function": "echo", "input": i.to_string()})).await);
+        ids.push(
+            api.submit_ok(json!({"function": "echo", "input": i.to_string()}))
+                .await,
+        );
     }
     let hash = api.submit_ok(json!({"function": "hash"})).await;
     for id in &ids {
@@ -213,9 +282,22 @@ async fn lists_page_newest_first_with_a_stable_cursor() {
     let mut after = String::new();
     let mut pages = 0;
     loop {
-        let v = api.send("GET", &format!("/tasks?function=echo&limit=10&after={after}"), Body::empty()).await.json();
+        let v = api
+            .send(
+                "GET",
+                &format!("/tasks?function=echo&limit=10&after={after}"),
+                Body::empty(),
+            )
+            .await
+            .json();
         pages += 1;
-        seen.extend(v["tasks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_owned()),
+        );
         match v["next"].as_str() {
             Some(n) => after = n.to_owned(),
             None => break,
@@ -231,12 +313,21 @@ async fn lists_page_newest_first_with_a_stable_cursor() {
     assert_eq!(seen, newest_first);
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 25);
 
-    let v = api.send("GET", "/tasks?state=succeeded&function=hash", Body::empty()).await.json();
+    let v = api
+        .send("GET", "/tasks?state=succeeded&function=hash", Body::empty())
+        .await
+        .json();
     assert_eq!(v["tasks"][0]["id"], hash.as_str());
     assert_eq!(v["tasks"].as_array().unwrap().len(), 1);
-    api.send("GET", "/tasks?state=done", Body::empty()).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    api.send("GET", "/tasks?limit=0", Body::empty()).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    api.send("GET", "/tasks?colour=red", Body::empty()).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.send("GET", "/tasks?state=done", Body::empty())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.send("GET", "/tasks?limit=0", Body::empty())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.send("GET", "/tasks?colour=red", Body::empty())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,24 +339,41 @@ async fn expired_tasks_and_their_result_files_are_swept() {
     .await;
     api.deploy("echo", "executor=builtin", "echo").await;
     let big = "x".repeat(1000);
-    let id = api.submit_ok(json!({"function": "echo", "input": big})).await;
+    let id = api
+        .submit_ok(json!({"function": "echo", "input": big}))
+        .await;
     assert_eq!(api.finished(&id).await["state"], "succeeded");
     let results = api.worker.config().data_dir.join("results");
     let files = |dir: &std::path::Path| walk(dir);
     assert_eq!(files(&results), 1, "the big result is a file");
-    assert_eq!(api.send("GET", &format!("/tasks/{id}/result"), Body::empty()).await.text(), big);
+    assert_eq!(
+        api.send("GET", &format!("/tasks/{id}/result"), Body::empty())
+            .await
+            .text(),
+        big
+    );
 
     let swept = api.worker.sweep_tasks().await.unwrap();
     assert_eq!(swept, 1);
-    api.send("GET", &format!("/tasks/{id}"), Body::empty()).await.expect_error(StatusCode::NOT_FOUND, "task_not_found");
+    api.send("GET", &format!("/tasks/{id}"), Body::empty())
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "task_not_found");
     assert_eq!(files(&results), 0, "its file is gone");
 }
 
 fn walk(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
-        .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+        .map(|e| {
+            if e.path().is_dir() {
+                walk(&e.path())
+            } else {
+                1
+            }
+        })
         .sum()
 }
 
@@ -273,19 +381,37 @@ fn walk(dir: &std::path::Path) -> usize {
 async fn bad_submissions_get_specific_errors() {
     let api = Api::new().await;
     api.deploy("echo", "executor=builtin", "echo").await;
-    api.submit(json!({"function": "ghost"})).await.expect_error(StatusCode::NOT_FOUND, "function_not_found");
-    api.submit(json!({"function": "echo@deadbeef00"})).await.expect_error(StatusCode::NOT_FOUND, "revision_not_found");
-    api.submit(json!({"function": "Bad Name"})).await.expect_error(StatusCode::BAD_REQUEST, "invalid_name");
+    api.submit(json!({"function": "ghost"}))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found");
+    api.submit(json!({"function": "echo@deadbeef00"}))
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "revision_not_found");
+    api.submit(json!({"function": "Bad Name"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_name");
     let v = api
         .submit(json!({"function": "echo", "max_attempts": "three"}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    assert!(v["message"].as_str().unwrap().contains("max_attempts"), "{v}");
-    let v = api.submit(json!({"function": "echo", "colour": 1})).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        v["message"].as_str().unwrap().contains("max_attempts"),
+        "{v}"
+    );
+    let v = api
+        .submit(json!({"function": "echo", "colour": 1}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     assert!(v["message"].as_str().unwrap().contains("colour"), "{v}");
-    let v = api.send("POST", "/tasks", "{not json").await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let v = api
+        .send("POST", "/tasks", "{not json")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     assert!(v["message"].as_str().unwrap().contains("JSON"), "{v}");
-    let v = api.submit(json!({"input": "x"})).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    let v = api
+        .submit(json!({"input": "x"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     assert!(v["message"].as_str().unwrap().contains("function"), "{v}");
     api.submit(json!({"function": "echo", "input": "a", "input_base64": "YQ=="}))
         .await
@@ -294,12 +420,21 @@ async fn bad_submissions_get_specific_errors() {
         .submit(json!({"function": "echo", "input_base64": "***"}))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    assert!(v["message"].as_str().unwrap().contains("input_base64"), "{v}");
-    api.submit(json!({"function": "echo", "max_attempts": 0})).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
-    api.submit(json!({"function": "echo", "timeout_ms": 0})).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        v["message"].as_str().unwrap().contains("input_base64"),
+        "{v}"
+    );
+    api.submit(json!({"function": "echo", "max_attempts": 0}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.submit(json!({"function": "echo", "timeout_ms": 0}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
     // Over the body limit (16 MiB).
     let big = "x".repeat(17 << 20);
-    api.submit(json!({"function": "echo", "input": big})).await.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    api.submit(json!({"function": "echo", "input": big}))
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     // Nothing was created by any of these.
     let list = api.send("GET", "/tasks", Body::empty()).await.json();
     assert_eq!(list["tasks"], json!([]));
@@ -308,21 +443,32 @@ async fn bad_submissions_get_specific_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_orders_queued_tasks() {
     let api = Api::new().await;
-    api.deploy("spin", "concurrency=1", guests::c_guest("spin")).await;
-    let blocker = api.submit_ok(json!({"function": "spin", "input": "200"})).await;
+    api.deploy("spin", "concurrency=1", guests::c_guest("spin"))
+        .await;
+    let blocker = api
+        .submit_ok(json!({"function": "spin", "input": "200"}))
+        .await;
     api.wait_state(&blocker, "running").await;
     let low: Vec<String> = {
         let mut v = Vec::new();
         for _ in 0..3 {
-            v.push(api.submit_ok(json!({"function": "spin", "input": "1", "priority": -1})).await);
+            v.push(
+                api.submit_ok(json!({"function": "spin", "input": "1", "priority": -1}))
+                    .await,
+            );
         }
         v
     };
-    let high = api.submit_ok(json!({"function": "spin", "input": "1", "priority": 5})).await;
+    let high = api
+        .submit_ok(json!({"function": "spin", "input": "1", "priority": 5}))
+        .await;
     let high_started = api.finished(&high).await["started_ms"].as_i64().unwrap();
     for id in &low {
         let t = api.finished(id).await;
-        assert!(t["started_ms"].as_i64().unwrap() >= high_started, "low started before high: {t}");
+        assert!(
+            t["started_ms"].as_i64().unwrap() >= high_started,
+            "low started before high: {t}"
+        );
     }
 }
 
@@ -335,7 +481,10 @@ async fn calls_are_not_starved_by_a_flood_of_tasks() {
     let submits: Vec<_> = (0..100)
         .map(|_| {
             let api = api.clone();
-            tokio::spawn(async move { api.submit_ok(json!({"function": "spin", "input": "50"})).await })
+            tokio::spawn(async move {
+                api.submit_ok(json!({"function": "spin", "input": "50"}))
+                    .await
+            })
         })
         .collect();
     for s in submits {

@@ -35,7 +35,11 @@ async fn submit_until(client: &Client, accepted: &Arc<Mutex<Vec<String>>>, targe
         let (client, accepted, next) = (client.clone(), accepted.clone(), next.clone());
         joins.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::AcqRel) < target {
-                let req = SubmitTask { function: "work".into(), input: Some("1".into()), ..Default::default() };
+                let req = SubmitTask {
+                    function: "work".into(),
+                    input: Some("1".into()),
+                    ..Default::default()
+                };
                 match client.submit(&req).await {
                     Ok(s) => accepted.lock().push(s.id.to_string()),
                     // The server was killed: whatever was not answered was
@@ -54,7 +58,10 @@ async fn submit_until(client: &Client, accepted: &Arc<Mutex<Vec<String>>>, targe
 async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
     let mut server = TestServer::start(&bin(), &["--concurrency", "16"]);
     let client = Client::new(&server.url).unwrap();
-    client.deploy("work", guests::c_guest("spin"), &Default::default()).await.unwrap();
+    client
+        .deploy("work", guests::c_guest("spin"), &Default::default())
+        .await
+        .unwrap();
 
     let accepted = Arc::new(Mutex::new(Vec::new()));
     // Kill the server once KILL_AT tasks are accepted, mid-stream.
@@ -64,7 +71,10 @@ async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
     };
     let t0 = Instant::now();
     while accepted.lock().len() < KILL_AT {
-        assert!(t0.elapsed() < Duration::from_secs(120), "submissions stalled");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "submissions stalled"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let before_kill = client.status().await.unwrap();
@@ -75,14 +85,21 @@ async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
         "killed with {accepted_before} accepted; status just before: {} queued, {} running, {} finished",
         before_kill.tasks.queued, before_kill.tasks.running, before_kill.tasks.finished
     );
-    assert!(before_kill.tasks.queued + before_kill.tasks.running > 0, "nothing was in flight at the kill");
+    assert!(
+        before_kill.tasks.queued + before_kill.tasks.running > 0,
+        "nothing was in flight at the kill"
+    );
 
     server.restart();
     let client = Client::new(&server.url).unwrap();
     submit_until(&client, &accepted, TOTAL).await;
     let accepted: Vec<String> = accepted.lock().clone();
     assert_eq!(accepted.len(), TOTAL);
-    assert_eq!(accepted.iter().collect::<HashSet<_>>().len(), TOTAL, "duplicate ids");
+    assert_eq!(
+        accepted.iter().collect::<HashSet<_>>().len(),
+        TOTAL,
+        "duplicate ids"
+    );
 
     // Wait until the worker has nothing queued or running.
     let t0 = Instant::now();
@@ -91,7 +108,11 @@ async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
         if s.tasks.queued == 0 && s.tasks.running == 0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "tasks never finished: {:?}", s.tasks);
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "tasks never finished: {:?}",
+            s.tasks
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -100,7 +121,11 @@ async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
     let mut after = None;
     loop {
         let page = client
-            .tasks(&TaskQuery { limit: Some(1000), after: after.clone(), ..Default::default() })
+            .tasks(&TaskQuery {
+                limit: Some(1000),
+                after: after.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap();
         for t in &page.tasks {
@@ -133,5 +158,9 @@ async fn no_accepted_task_is_lost_when_the_worker_is_killed() {
         "tasks left unfinished: {by_state:?}"
     );
     // A 1 ms function that retries a lost worker three times succeeds.
-    assert_eq!(by_state.get(&TaskState::Succeeded).copied().unwrap_or(0), TOTAL, "{by_state:?}");
+    assert_eq!(
+        by_state.get(&TaskState::Succeeded).copied().unwrap_or(0),
+        TOTAL,
+        "{by_state:?}"
+    );
 }
