@@ -615,12 +615,19 @@ impl Tasks {
 
     /// Deletes expired tasks and their result files; returns how many.
     pub(crate) async fn sweep(&self) -> Result<usize> {
-        let deleted = self.store.sweep(now_ms()).await?;
-        for (id, in_file) in &deleted {
-            if *in_file {
-                self.results.remove(id.as_str());
+        let now = now_ms();
+        let mut total = 0;
+        loop {
+            let deleted = self.store.sweep(now).await?;
+            for (id, in_file) in &deleted {
+                if *in_file {
+                    self.results.remove(id.as_str());
+                }
+            }
+            total += deleted.len();
+            if deleted.len() < crate::taskstore::SWEEP_BATCH {
+                return Ok(total);
             }
         }
-        Ok(deleted.len())
     }
 }

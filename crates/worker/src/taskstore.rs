@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Most expired tasks deleted in one transaction, so a large sweep does
+/// not hold up submissions.
+pub(crate) const SWEEP_BATCH: usize = 2000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
@@ -263,8 +266,8 @@ impl TaskStore {
         }
     }
 
-    /// Deletes terminal tasks that expired by `now_ms`; returns their ids
-    /// and whether each had a result file.
+    /// Deletes up to [`SWEEP_BATCH`] terminal tasks that expired by
+    /// `now_ms`; returns their ids and whether each had a result file.
     pub(crate) async fn sweep(&self, now_ms: i64) -> Result<Vec<(TaskId, bool)>> {
         let (reply, rx) = oneshot::channel();
         self.send(Write::Sweep(now_ms, reply))?;
@@ -567,10 +570,12 @@ fn change(tx: &rusqlite::Transaction<'_>, id: &TaskId, c: Change) -> Result<bool
 
 fn sweep(tx: &rusqlite::Transaction<'_>, now: i64) -> Result<Vec<(TaskId, bool)>> {
     let mut stmt = tx.prepare_cached(
-        "DELETE FROM tasks WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 RETURNING id, output_in_file",
+        "DELETE FROM tasks WHERE id IN \
+         (SELECT id FROM tasks WHERE expires_ms IS NOT NULL AND expires_ms <= ?1 LIMIT ?2) \
+         RETURNING id, output_in_file",
     )?;
     let rows = stmt
-        .query_map([now], |r| {
+        .query_map(params![now, SWEEP_BATCH as i64], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
