@@ -21,6 +21,7 @@ pub struct ApiError {
     details: Map<String, Value>,
     retry_after: Option<u64>,
     revision: Option<String>,
+    www_authenticate: bool,
 }
 
 impl ApiError {
@@ -33,7 +34,14 @@ impl ApiError {
             details: Map::new(),
             retry_after: None,
             revision: None,
+            www_authenticate: false,
         }
+    }
+
+    /// Adds `WWW-Authenticate: Bearer` (for 401s).
+    pub(crate) fn with_www_authenticate(mut self) -> Self {
+        self.www_authenticate = true;
+        self
     }
 
     /// A 400 with code `bad_request`.
@@ -84,7 +92,9 @@ impl From<Error> for ApiError {
             | Error::InvalidModule { .. }
             | Error::AmbiguousRevision { .. } => Self::new(StatusCode::BAD_REQUEST, code, message),
             Error::BadRequest(_) => Self::new(StatusCode::BAD_REQUEST, code, message),
-            Error::TaskFinished { .. } => Self::new(StatusCode::CONFLICT, code, message),
+            Error::TaskFinished { .. } | Error::TooManyFunctions { .. } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
             Error::FunctionNotFound { .. }
             | Error::RevisionNotFound { .. }
             | Error::TaskNotFound { .. }
@@ -157,6 +167,9 @@ impl IntoResponse for ApiError {
         body.extend(self.details);
         let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
         let headers = resp.headers_mut();
+        if self.www_authenticate {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"colony\""));
+        }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

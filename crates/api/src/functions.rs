@@ -6,17 +6,73 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use colony_core::units::{parse_duration, parse_size};
-use colony_core::wire::{DefaultSet, FunctionInfo, FunctionList, SetDefault};
-use colony_core::{ErrorCode, FunctionName, IoRuntime, Manifest};
+use colony_core::wire::{DefaultSet, Deployed, ErrorBody, FunctionInfo, FunctionList, SetDefault};
+use colony_core::{ErrorCode, FunctionName, IoRuntime, Manifest, RetryOn};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::openapi::RawBytes;
 
 /// Largest JSON body of the small JSON routes.
 const MAX_JSON_BYTES: usize = 64 << 10;
 
 fn invalid_manifest(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidManifest, message)
+}
+
+/// The deploy parameters, as the API document shows them; the names are
+/// the ones [`manifest_from_query`] reads (a test holds them equal).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct DeployQuery {
+    /// The executor: `wasm` (the default) runs a WebAssembly module;
+    /// `builtin` a native function named by the body.
+    #[param(value_type = Option<String>, pattern = "^(wasm|builtin)$", example = "builtin")]
+    executor: Option<String>,
+    /// How input and output reach the code; only `stdio`.
+    io: Option<colony_core::IoRuntime>,
+    /// Timeout of one invocation, like `500ms`, `2s` or `1m` (default 10 s; at
+    /// most the worker's `max_timeout`).
+    #[param(example = "2s")]
+    timeout: Option<String>,
+    /// The timeout in milliseconds, instead of `timeout`.
+    #[param(minimum = 1)]
+    timeout_ms: Option<u64>,
+    /// Linear-memory cap, like `64MiB` (default 128 MiB; at least 64 KiB, at
+    /// most the worker's `max_memory`).
+    #[param(example = "64MiB")]
+    memory: Option<String>,
+    /// Stdout cap, like `1MiB` (default 8 MiB; at most the worker's `max_output`).
+    #[param(example = "1MiB")]
+    output: Option<String>,
+    /// An environment variable `KEY=VALUE` for the guest; repeatable.
+    #[param(style = Form, explode, max_items = 256, value_type = Option<Vec<String>>)]
+    env: Option<Vec<String>>,
+    /// An argument after `argv[0]`; repeatable.
+    #[param(style = Form, explode, max_items = 256)]
+    arg: Option<Vec<String>>,
+    /// Task attempts (default 3).
+    #[param(minimum = 1, maximum = 100)]
+    max_attempts: Option<u32>,
+    /// Failure kinds tasks retry, comma-separated (default
+    /// `timeout,worker_lost`); empty retries nothing.
+    #[param(style = Form, explode = false)]
+    retry_on: Option<Vec<RetryOn>>,
+    /// Delay before a task's first retry, like `1s` (the default); it doubles
+    /// each attempt.
+    #[param(example = "1s")]
+    backoff: Option<String>,
+    /// Ceiling on the retry delay (default `1m`); at least `backoff`.
+    #[param(example = "1m")]
+    max_backoff: Option<String>,
+    /// Most invocations of the function running at once on this worker,
+    /// calls and tasks together; 0 (the default) for no limit of its own.
+    concurrency: Option<u32>,
+    /// `false` (or `0`, `no`) to deploy without making the revision the
+    /// function's default.
+    #[param(value_type = Option<String>, pattern = "^(true|1|yes|false|0|no)$", example = "false")]
+    default: Option<bool>,
 }
 
 /// Builds a manifest from deploy query parameters:
@@ -108,6 +164,33 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
 /// `PUT /functions/{name}`: the body is the code (a wasm binary, WAT text,
 /// or a builtin's name); the query is the manifest. 201 with the new
 /// revision, or 200 when identical code and manifest were already deployed.
+#[utoipa::path(
+    put,
+    path = "/functions/{name}",
+    operation_id = "deploy_function",
+    summary = "Deploy a revision of a function",
+    tag = "functions",
+    params(("name" = FunctionName, Path, description = "The function."), DeployQuery),
+    request_body(
+        description = "The code: a wasm binary, WAT text, or (with `executor=builtin`) a \
+                       builtin's name (`echo`, `sha256`, `wordcount`); at most the worker's \
+                       `max_code` (64 MiB by default).",
+        content(
+            (inline(RawBytes) = "application/octet-stream"),
+            (String = "text/plain", example = "echo"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "A new revision.", body = Deployed),
+        (status = 200, description = "Identical code and manifest were already deployed: \
+            that revision (made the default unless `default=false`).", body = Deployed),
+        (status = 400, description = "`invalid_name`; `invalid_manifest`: a bad parameter or a \
+            limit above the worker's ceiling; `invalid_module`: empty, malformed or not a \
+            WASI command, or an unknown builtin.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the code is over `max_code`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -139,6 +222,14 @@ pub(crate) async fn deploy(
 }
 
 /// `GET /functions`.
+#[utoipa::path(
+    get,
+    path = "/functions",
+    operation_id = "list_functions",
+    summary = "List every function",
+    tag = "functions",
+    responses((status = 200, description = "Every function, sorted by name.", body = FunctionList)),
+)]
 pub(crate) async fn list(State(state): State<AppState>) -> Json<FunctionList> {
     Json(FunctionList {
         functions: state.worker.functions(),
@@ -146,6 +237,19 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<FunctionList> {
 }
 
 /// `GET /functions/{name}`.
+#[utoipa::path(
+    get,
+    path = "/functions/{name}",
+    operation_id = "get_function",
+    summary = "Show a function, its revisions and default",
+    tag = "functions",
+    params(("name" = FunctionName, Path, description = "The function.")),
+    responses(
+        (status = 200, description = "The function, its revisions and default.", body = FunctionInfo),
+        (status = 400, description = "`invalid_name`.", body = ErrorBody),
+        (status = 404, description = "`function_not_found`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -155,6 +259,23 @@ pub(crate) async fn show(
 }
 
 /// `PUT /functions/{name}/default` with `{"revision": "<id or prefix>"}`.
+#[utoipa::path(
+    put,
+    path = "/functions/{name}/default",
+    operation_id = "set_default_revision",
+    summary = "Switch a function's default revision",
+    tag = "functions",
+    params(("name" = FunctionName, Path, description = "The function.")),
+    request_body = SetDefault,
+    responses(
+        (status = 200, description = "The default revision now.", body = DefaultSet),
+        (status = 400, description = "`invalid_name`; `bad_request`: malformed JSON; \
+            `ambiguous_revision`: a prefix matching several revisions.", body = ErrorBody),
+        (status = 404, description = "`function_not_found`, `revision_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 64 KiB.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn set_default(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -176,6 +297,20 @@ pub(crate) async fn set_default(
 }
 
 /// `DELETE /functions/{name}`: 204.
+#[utoipa::path(
+    delete,
+    path = "/functions/{name}",
+    operation_id = "delete_function",
+    summary = "Delete a function and its revisions",
+    tag = "functions",
+    params(("name" = FunctionName, Path, description = "The function.")),
+    responses(
+        (status = 204, description = "Deleted, with its revisions."),
+        (status = 400, description = "`invalid_name`.", body = ErrorBody),
+        (status = 404, description = "`function_not_found`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -13,6 +13,10 @@
 //! - `functions`: deploy, list, show, switch default, delete.
 //! - `tasks`: submit, show (long poll), result, list, cancel tasks.
 //! - `status`: `GET /status`.
+//! - `metrics`: `GET /metrics`, the Prometheus exposition.
+//! - `auth`: bearer tokens with `admin` and `invoke` scopes.
+//! - `gate`: the layer on every route: URL and header limits, auth,
+//!   the access log line and HTTP metrics.
 //!
 //! # Routes
 //!
@@ -30,11 +34,16 @@
 //! | GET | `/tasks/{id}/result` | the output of a succeeded task |
 //! | DELETE | `/tasks/{id}` | cancel the task |
 //! | GET | `/status` | ready/draining, uptime, counts |
+//! | GET | `/metrics` | Prometheus metrics |
 #![forbid(unsafe_code)]
 
+mod auth;
 mod body;
 mod error;
 mod functions;
+mod openapi;
+mod gate;
+mod metrics;
 mod run;
 mod status;
 mod tasks;
@@ -47,7 +56,10 @@ use axum::routing::{get, post, put};
 use colony_worker::Worker;
 use tokio::net::TcpListener;
 
+pub use auth::{Auth, Caller, MIN_TOKEN_LEN, Scope};
 pub use error::ApiError;
+pub use openapi::spec;
+pub use gate::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 
 /// Default largest request body for `/run`: 16 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
@@ -66,6 +78,15 @@ pub struct AppState {
     pub worker: Arc<Worker>,
     /// Largest request body accepted by `/run`.
     pub max_body_bytes: usize,
+    /// The tokens; open when none.
+    pub auth: Arc<Auth>,
+}
+
+impl AppState {
+    /// State for an open API (no tokens) with the default body limit.
+    pub fn open(worker: Arc<Worker>) -> Self {
+        Self { worker, max_body_bytes: DEFAULT_MAX_BODY_BYTES, auth: Arc::new(Auth::open()) }
+    }
 }
 
 /// Builds the API router.
@@ -84,8 +105,11 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::show).delete(tasks::cancel))
         .route("/tasks/{id}/result", get(tasks::result))
         .route("/status", get(status::status))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate))
         .with_state(state)
 }
 

@@ -5,11 +5,52 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use colony_core::FunctionRef;
+use colony_core::wire::ErrorBody;
 
 use crate::error::ApiError;
+use crate::openapi::RawBytes;
 use crate::{AppState, HEADER_DURATION_US, HEADER_EXIT_CODE, HEADER_REVISION};
 
 /// Runs the function once: the body is its stdin, its stdout the response.
+#[utoipa::path(
+    post,
+    path = "/run/{target}",
+    operation_id = "run",
+    summary = "Run a function once",
+    tag = "run",
+    params(("target" = FunctionRef, Path,
+        description = "The function: `name` (its default revision) or `name@rev` (a revision \
+                       id or a unique prefix of at least 8 hex digits).")),
+    request_body(content = inline(RawBytes), content_type = "application/octet-stream",
+        description = "The function's stdin, up to the worker's `max_body` (16 MiB by default)."),
+    responses(
+        (status = 200, description = "The function succeeded; the body is its stdout.",
+            content_type = "application/octet-stream", body = inline(RawBytes),
+            headers(
+                ("colony-revision" = String, description = "The revision that ran."),
+                ("colony-duration-us" = u64, description = "Run time in microseconds, excluding queueing."),
+                ("colony-exit-code" = i32, description = "The guest's exit code: 0."),
+            )),
+        (status = 400, description = "`invalid_name`: a malformed name or `@rev`; \
+            `ambiguous_revision`: a prefix matching several revisions.", body = ErrorBody),
+        (status = 404, description = "`function_not_found`, `revision_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the input is over `max_body`.", body = ErrorBody),
+        (status = 500, description = "The guest failed: `guest_trap` (`stderr_tail`), `guest_exit` \
+            (`exit_code`, `stderr_tail`), `memory_limit_exceeded`, `output_limit_exceeded` \
+            (`limit_bytes`), all with `revision` and `duration_ms`; or `internal`.",
+            body = ErrorBody,
+            headers(
+                ("colony-revision" = String, description = "The revision that ran."),
+                ("colony-exit-code" = i32, description = "`guest_exit`: the guest's exit code."),
+            )),
+        (status = 503, description = "`overloaded`: every slot busy and the queue full; \
+            `draining`: the worker is shutting down.", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying."))),
+        (status = 504, description = "`timeout`: the guest ran past its timeout (`limit_ms`).",
+            body = ErrorBody,
+            headers(("colony-revision" = String, description = "The revision that ran."))),
+    ),
+)]
 pub(crate) async fn run(
     State(state): State<AppState>,
     Path(target): Path<String>,

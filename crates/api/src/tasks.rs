@@ -4,17 +4,19 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use colony_core::wire::{SubmitTask, TaskInfo, TaskList};
+use colony_core::wire::{ErrorBody, SubmitTask, Submitted, TaskInfo, TaskList};
 use colony_core::{ErrorCode, FunctionName, FunctionRef, TaskId, TaskState};
 use colony_worker::Submission;
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::RawBytes;
 
 /// Longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -24,6 +26,20 @@ const MAX_LIMIT: u32 = 1000;
 
 fn task_id(s: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Tasks of other owners do not exist for an `invoke` token: 404, so
+/// ids of other clients' tasks cannot be probed.
+async fn visible(state: &AppState, caller: &Caller, id: &TaskId) -> Result<(), ApiError> {
+    if caller.admin {
+        return Ok(());
+    }
+    let info = state.worker.task(id).await?;
+    if caller.may_see(info.owner.as_deref()) {
+        Ok(())
+    } else {
+        Err(colony_worker::Error::TaskNotFound { id: id.to_string() }.into())
+    }
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -36,8 +52,33 @@ fn too_large(limit: usize) -> ApiError {
 
 /// `POST /tasks`: 202 once the task is durably committed (200 when an
 /// idempotency key matched an existing task).
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    operation_id = "submit_task",
+    summary = "Submit a task",
+    tag = "tasks",
+    request_body = SubmitTask,
+    responses(
+        (status = 202, description = "The task is durably committed and queued.", body = Submitted,
+            headers(("location" = String, description = "`/tasks/{id}`."))),
+        (status = 200, description = "The idempotency key matched a retained task: that task \
+            (`created: false`).", body = Submitted,
+            headers(("location" = String, description = "`/tasks/{id}`."))),
+        (status = 400, description = "`bad_request`: malformed JSON, an unknown field, both \
+            `input` and `input_base64`, bad base64, `max_attempts`, `timeout_ms` or \
+            `idempotency_key` out of range (the message names the field); `invalid_name`: a \
+            malformed `function`; `ambiguous_revision`.", body = ErrorBody),
+        (status = 404, description = "`function_not_found`, `revision_not_found`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the input is over `max_body`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+        (status = 503, description = "`draining`: the worker is shutting down.", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before retrying."))),
+    ),
+)]
 pub(crate) async fn submit(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -88,6 +129,7 @@ pub(crate) async fn submit(
             max_attempts: req.max_attempts,
             timeout_ms: req.timeout_ms,
             priority: req.priority.unwrap_or(0),
+            owner: caller.owner(),
         })
         .await?;
     let status = if submitted.created {
@@ -102,20 +144,41 @@ pub(crate) async fn submit(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ShowQuery {
+    /// Long poll: answer as soon as the task is finished, or after this
+    /// many seconds (at most 60 are waited) with the task as it is then.
+    #[param(minimum = 0)]
     wait: Option<f64>,
 }
 
 /// `GET /tasks/{id}[?wait=SECONDS]`.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    operation_id = "get_task",
+    summary = "Show a task, optionally after a long poll",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "The task."), ShowQuery),
+    responses(
+        (status = 200, description = "The task.", body = TaskInfo),
+        (status = 400, description = "`bad_request`: a malformed id or `wait`.", body = ErrorBody),
+        (status = 404, description = "`task_not_found`: never submitted, or deleted after its \
+            retention.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn show(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskInfo>, ApiError> {
     let id = task_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    visible(&state, &caller, &id).await?;
     let info = match q.wait {
         Some(w) if w.is_finite() && w > 0.0 => {
             let wait = Duration::from_secs_f64(w).min(MAX_WAIT);
@@ -132,6 +195,22 @@ pub(crate) async fn show(
 }
 
 /// `GET /tasks/{id}/result`: the output bytes of a succeeded task.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/result",
+    operation_id = "get_task_result",
+    summary = "A succeeded task's output",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "The task.")),
+    responses(
+        (status = 200, description = "The task's output.",
+            content_type = "application/octet-stream", body = inline(RawBytes)),
+        (status = 400, description = "`bad_request`: a malformed id.", body = ErrorBody),
+        (status = 404, description = "`task_not_found`; `result_not_found`: the task has not \
+            succeeded (yet).", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -146,18 +225,94 @@ pub(crate) async fn result(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only tasks in this state; empty for any.
+    #[param(value_type = Option<StateFilter>, inline)]
     state: Option<String>,
+    /// Only tasks of this function; empty for any.
+    #[param(value_type = Option<NameFilter>, inline)]
     function: Option<String>,
+    /// Page size: 1 to 1000, 50 by default.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// The `next` of the previous page; empty for the first page.
+    #[param(value_type = Option<CursorFilter>, inline)]
     after: Option<String>,
 }
 
+/// The `state` filter: a task state, or empty for any.
+#[derive(Debug)]
+pub(crate) struct StateFilter;
+
+impl utoipa::PartialSchema for StateFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let states = std::iter::once("").chain(TaskState::ALL.map(TaskState::as_str));
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(states))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StateFilter {}
+
+/// The `function` filter: a function name, or empty for any.
+#[derive(Debug)]
+pub(crate) struct NameFilter;
+
+impl utoipa::PartialSchema for NameFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(or_empty(colony_core::name::NAME_PATTERN)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for NameFilter {}
+
+/// The `after` cursor: a task id, or empty for the first page.
+#[derive(Debug)]
+pub(crate) struct CursorFilter;
+
+impl utoipa::PartialSchema for CursorFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(or_empty(colony_core::task::TASK_ID_PATTERN)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CursorFilter {}
+
+/// `^x$` to `^(x)?$`.
+fn or_empty(pattern: &str) -> String {
+    let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+    format!("^({inner})?$")
+}
+
 /// `GET /tasks?state=&function=&limit=&after=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    operation_id = "list_tasks",
+    summary = "List tasks, newest first",
+    tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of tasks, newest first.", body = TaskList),
+        (status = 400, description = "`bad_request`: a bad `state`, `limit` or `after`, or an \
+            unknown parameter; `invalid_name`: a malformed `function`.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskList>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -185,17 +340,32 @@ pub(crate) async fn list(
         .filter(|s| !s.is_empty())
         .map(|a| TaskId::parse(&a).map_err(|e| ApiError::bad_request(format!("after: {e}"))))
         .transpose()?;
-    Ok(Json(
-        state
-            .worker
-            .tasks(task_state, function, limit, after)
-            .await?,
-    ))
+    // Non-admin tokens see their own tasks only.
+    let owner = if caller.admin { None } else { Some(caller.owner().unwrap_or_default()) };
+    Ok(Json(state.worker.tasks(task_state, function, limit, after, owner).await?))
 }
 
 /// `DELETE /tasks/{id}`: cancel. 200 with the cancelled task; 202 when a
 /// running guest has not stopped yet (its cancel stands); 409 when the
 /// task had already finished.
+#[utoipa::path(
+    delete,
+    path = "/tasks/{id}",
+    operation_id = "cancel_task",
+    summary = "Cancel a task",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "The task.")),
+    responses(
+        (status = 200, description = "Cancelled; the task.", body = TaskInfo),
+        (status = 202, description = "The cancel stands, but a running guest has not stopped \
+            within 5 s; the task.", body = TaskInfo),
+        (status = 400, description = "`bad_request`: a malformed id.", body = ErrorBody),
+        (status = 404, description = "`task_not_found`.", body = ErrorBody),
+        (status = 409, description = "`task_finished`: the task had already finished; the \
+            message names its state.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

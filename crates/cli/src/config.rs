@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use colony_core::units::{parse_duration, parse_size};
+use colony_api::{Auth, Scope};
 use colony_worker::WorkerConfig;
 use serde::Deserialize;
 
@@ -39,6 +40,29 @@ pub(crate) struct RawConfig {
     pub(crate) task_ttl: Option<String>,
     pub(crate) sweep_interval: Option<String>,
     pub(crate) result_inline_max: Option<String>,
+    pub(crate) max_functions: Option<usize>,
+    pub(crate) log_format: Option<String>,
+    /// Tokens from the file: `[[tokens]]` tables.
+    #[serde(default)]
+    pub(crate) tokens: Vec<TokenConfig>,
+    /// `admin` tokens from flags or the environment (comma-separated).
+    #[serde(skip)]
+    pub(crate) admin_tokens: Vec<String>,
+    /// `invoke` tokens from flags or the environment (comma-separated).
+    #[serde(skip)]
+    pub(crate) invoke_tokens: Vec<String>,
+}
+
+/// One `[[tokens]]` table of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenConfig {
+    /// A name for logs and task owners.
+    pub(crate) name: String,
+    /// The secret.
+    pub(crate) token: String,
+    /// `admin` or `invoke`.
+    pub(crate) scope: String,
 }
 
 impl RawConfig {
@@ -68,6 +92,11 @@ impl RawConfig {
             task_ttl: over.task_ttl.or(self.task_ttl),
             sweep_interval: over.sweep_interval.or(self.sweep_interval),
             result_inline_max: over.result_inline_max.or(self.result_inline_max),
+            max_functions: over.max_functions.or(self.max_functions),
+            log_format: over.log_format.or(self.log_format),
+            tokens: [self.tokens, over.tokens].concat(),
+            admin_tokens: [self.admin_tokens, over.admin_tokens].concat(),
+            invoke_tokens: [self.invoke_tokens, over.invoke_tokens].concat(),
         }
     }
 
@@ -137,12 +166,37 @@ impl RawConfig {
         if let Err(e) = w.validate() {
             bail!("{e}");
         }
+        if let Some(n) = self.max_functions {
+            w.max_functions = n;
+        }
+        let mut tokens = Vec::new();
+        for t in self.tokens {
+            let scope = t.scope.parse::<Scope>().map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
+            tokens.push((t.name, t.token, scope));
+        }
+        for (scope, kind, list) in [
+            (Scope::Admin, "admin", self.admin_tokens),
+            (Scope::Invoke, "invoke", self.invoke_tokens),
+        ] {
+            let secrets = list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty());
+            for (i, secret) in secrets.enumerate() {
+                tokens.push((format!("{kind}-{}", i + 1), secret.to_owned(), scope));
+            }
+        }
+        let auth = Auth::new(tokens).map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log_format: {other:?} is not text or json"),
+        };
         let max_body =
             size("max_body", self.max_body)?.unwrap_or(colony_api::DEFAULT_MAX_BODY_BYTES as u64);
         let drain_timeout =
             duration("drain_timeout", self.drain_timeout)?.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
         Ok(ServeConfig {
             listen,
+            auth,
+            log_format,
             worker: w,
             max_body_bytes: usize::try_from(max_body).context("max_body is too large")?,
             drain_timeout,
@@ -150,10 +204,21 @@ impl RawConfig {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Validated `colony serve` settings.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ServeConfig {
     pub(crate) listen: SocketAddr,
+    pub(crate) auth: Auth,
+    pub(crate) log_format: LogFormat,
     pub(crate) worker: WorkerConfig,
     pub(crate) max_body_bytes: usize,
     pub(crate) drain_timeout: Duration,
@@ -238,6 +303,30 @@ mod tests {
             let err = format!("{:#}", raw.validate().unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_and_the_flags() {
+        let file: RawConfig = toml::from_str(
+            r#"
+            [[tokens]]
+            name = "ci"
+            token = "0123456789abcdef-ci"
+            scope = "admin"
+            "#,
+        )
+        .unwrap();
+        let flags = RawConfig {
+            invoke_tokens: vec!["0123456789abcdef-a, 0123456789abcdef-b".into()],
+            ..Default::default()
+        };
+        let c = file.overlay(flags).validate().unwrap();
+        assert_eq!(c.auth.counts(), (1, 2));
+        assert!(RawConfig::default().validate().unwrap().auth.is_open());
+        let short = RawConfig { admin_tokens: vec!["short".into()], ..Default::default() };
+        assert!(format!("{:#}", short.validate().unwrap_err()).contains("shorter"));
+        let bad: RawConfig = toml::from_str("[[tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\nscope = \"root\"").unwrap();
+        assert!(format!("{:#}", bad.validate().unwrap_err()).contains("root"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::RawConfig;
+use crate::config::{LogFormat, RawConfig};
 
 /// The log filter when `COLONY_LOG` is unset. wasmtime-wasi logs every
 /// guest fd call at INFO, so it is held to warnings.
@@ -67,6 +67,19 @@ pub(crate) struct Args {
     /// How often expired tasks are deleted [default: 1m].
     #[arg(long, env = "COLONY_SWEEP_INTERVAL", value_name = "DURATION")]
     sweep_interval: Option<String>,
+    /// Most functions this worker holds [default: 10000].
+    #[arg(long, env = "COLONY_MAX_FUNCTIONS", value_name = "N")]
+    max_functions: Option<usize>,
+    /// Tokens with the admin scope (comma-separated); with any token
+    /// configured, the API needs one [default: none: the API is open].
+    #[arg(long, env = "COLONY_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    admin_token: Vec<String>,
+    /// Tokens with the invoke scope: run, submit, read own tasks.
+    #[arg(long, env = "COLONY_INVOKE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    invoke_token: Vec<String>,
+    /// Log lines as text or json [default: text].
+    #[arg(long, env = "COLONY_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 impl Args {
@@ -88,18 +101,24 @@ impl Args {
             task_ttl: self.task_ttl,
             sweep_interval: self.sweep_interval,
             result_inline_max: None,
+            max_functions: self.max_functions,
+            log_format: self.log_format,
+            tokens: Vec::new(),
+            admin_tokens: self.admin_token,
+            invoke_tokens: self.invoke_token,
         };
         (self.config, raw)
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("COLONY_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM.
@@ -120,13 +139,17 @@ async fn signal() {
 
 impl Args {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
-        init_logging();
         let (config_file, flags) = self.raw();
         let file = match &config_file {
             Some(path) => RawConfig::load(path)?,
             None => RawConfig::default(),
         };
         let config = file.overlay(flags).validate()?;
+        init_logging(config.log_format);
+        match config.auth.counts() {
+            (0, 0) => warn!("no tokens configured: the API is open to anyone who can reach it"),
+            (admin, invoke) => info!(admin, invoke, "tokens configured: requests need a bearer token"),
+        }
 
         let worker = Worker::open(config.worker.clone())
             .await
@@ -139,6 +162,7 @@ impl Args {
         let app = router(AppState {
             worker: worker.clone(),
             max_body_bytes: config.max_body_bytes,
+            auth: std::sync::Arc::new(config.auth),
         });
 
         let (stop_tx, mut stop_rx) = watch::channel(false);

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The `code` field of every API error. The spellings are part of the API:
 /// clients and scripts match on them, so they never change meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// No function has that name.
@@ -55,6 +56,16 @@ pub enum ErrorCode {
     ResultNotFound,
     /// The worker running a task was lost mid-attempt.
     WorkerLost,
+    /// No valid token was given (tokens are configured).
+    Unauthorized,
+    /// The token is valid but its scope does not allow this.
+    Forbidden,
+    /// The request line (URL) is too long.
+    UriTooLong,
+    /// The request headers are too large.
+    HeadersTooLarge,
+    /// The worker holds as many functions as it allows.
+    TooManyFunctions,
 }
 
 impl ErrorCode {
@@ -85,6 +96,11 @@ impl ErrorCode {
             TaskFinished => "task_finished",
             ResultNotFound => "result_not_found",
             WorkerLost => "worker_lost",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            UriTooLong => "uri_too_long",
+            HeadersTooLarge => "headers_too_large",
+            TooManyFunctions => "too_many_functions",
         }
     }
 }

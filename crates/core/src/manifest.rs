@@ -22,6 +22,7 @@ pub const MAX_ENV_ARGS_BYTES: usize = 64 << 10;
 
 /// How inputs and outputs reach a function's code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum IoRuntime {
     /// The payload is the guest's stdin; its stdout is the result.
@@ -31,6 +32,7 @@ pub enum IoRuntime {
 
 /// Resource limits of one invocation, enforced by the executor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock limit of one invocation, in milliseconds.
@@ -62,6 +64,7 @@ impl Limits {
 /// limits, environment and arguments. Part of the revision id, so it is
 /// immutable once deployed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Manifest {
     /// Executor name, e.g. `wasm` or `builtin`.

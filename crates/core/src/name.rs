@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 /// The longest function name accepted (the name itself, not a `@rev` suffix).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// [`FunctionName`]'s rule as an ECMA-262 regular expression (for OpenAPI).
+pub const NAME_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+
+/// [`FunctionRef`]'s rule as an ECMA-262 regular expression (for OpenAPI):
+/// a name, then optionally `@` and 8 to 64 hex digits of any case.
+pub const REF_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}(@[0-9a-fA-F]{8,64})?$";
+
 /// A validated function name: `[a-z0-9][a-z0-9_-]{0,62}`.
 ///
 /// The rule keeps names safe as path segments, file names, SQL keys and
@@ -143,6 +150,49 @@ impl FromStr for FunctionRef {
     }
 }
 
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    use super::*;
+
+    impl utoipa::PartialSchema for FunctionName {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A function name: lower-case letters, digits, `-` and `_`, starting with a \
+                     letter or digit, at most 63 characters.",
+                ))
+                .pattern(Some(NAME_PATTERN))
+                .min_length(Some(1))
+                .max_length(Some(MAX_NAME_LEN))
+                .examples(["echo"])
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for FunctionName {}
+
+    impl utoipa::PartialSchema for FunctionRef {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "A function reference: `name` (its default revision) or `name@rev`, where \
+                     `rev` is a revision id or a unique prefix of at least 8 hex digits.",
+                ))
+                .pattern(Some(REF_PATTERN))
+                .min_length(Some(1))
+                .examples(["echo"])
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for FunctionRef {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +223,19 @@ mod tests {
             FunctionName::new("x".repeat(64)),
             Err(NameError::TooLong { len: 64 })
         );
+    }
+
+    /// The OpenAPI patterns say what the parsers do (checked by hand here;
+    /// core has no regex engine): the parts of the patterns are the same
+    /// constants the code uses.
+    #[test]
+    fn patterns_follow_the_rules() {
+        assert!(NAME_PATTERN.contains(&format!("{{0,{}}}", MAX_NAME_LEN - 1)));
+        assert!(REF_PATTERN.starts_with(NAME_PATTERN.trim_end_matches('$')));
+        assert!(REF_PATTERN.contains(&format!(
+            "{{{},64}}",
+            crate::revision::MIN_PREFIX_LEN
+        )));
     }
 
     #[test]

@@ -65,6 +65,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for RevisionId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A revision id: the lower-case hex sha256 of the code and the canonical manifest.",
+            ))
+            .pattern(Some("^[0-9a-f]{64}$"))
+            .min_length(Some(64))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for RevisionId {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,29 @@ mod monotonic {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for TaskId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A task id: 26 characters of lower-case Crockford base32 (a monotonic ULID).",
+            ))
+            .pattern(Some(TASK_ID_PATTERN))
+            .min_length(Some(26))
+            .max_length(Some(26))
+            .examples(["01k0000000000000000000000a"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for TaskId {}
+
+/// [`TaskId::parse`]'s rule as an ECMA-262 regular expression (for OpenAPI).
+pub const TASK_ID_PATTERN: &str = "^[0-7][0-9a-hjkmnp-tv-z]{25}$";
+
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -159,6 +182,7 @@ impl From<TaskId> for String {
 
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting to run (first time, or again after a retryable failure).
@@ -286,6 +310,7 @@ impl FromStr for TaskState {
 
 /// A kind of failure a task policy can retry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     /// The guest trapped.
@@ -355,6 +380,7 @@ pub const DEFAULT_MAX_BACKOFF_MS: u64 = 60_000;
 
 /// How a function's tasks retry: part of the manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts per task unless the task asks otherwise.
@@ -402,6 +428,7 @@ impl RetryPolicy {
 
 /// Why a task failed, as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskError {
     /// The stable error code (as in the HTTP API).
     pub code: String,

@@ -7,6 +7,7 @@ use crate::{FunctionName, Manifest, RevisionId};
 
 /// A revision as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevisionInfo {
     /// The revision id (sha256 of code and manifest).
     pub id: RevisionId,
@@ -26,6 +27,7 @@ pub struct RevisionInfo {
 
 /// A function as the API shows it (`GET /functions/{name}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionInfo {
     /// The function's name.
     pub name: FunctionName,
@@ -41,6 +43,7 @@ pub struct FunctionInfo {
 
 /// `GET /functions`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionList {
     /// Every function, sorted by name.
     pub functions: Vec<FunctionInfo>,
@@ -48,6 +51,7 @@ pub struct FunctionList {
 
 /// The result of a deploy (`PUT /functions/{name}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployed {
     /// The function.
     pub function: FunctionName,
@@ -63,6 +67,7 @@ pub struct Deployed {
 
 /// `PUT /functions/{name}/default` request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetDefault {
     /// A revision id or a unique prefix of at least 8 hex digits.
@@ -71,6 +76,7 @@ pub struct SetDefault {
 
 /// `PUT /functions/{name}/default` response.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefaultSet {
     /// The function.
     pub function: FunctionName,
@@ -80,6 +86,7 @@ pub struct DefaultSet {
 
 /// Whether a worker takes new work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Serving.
@@ -90,6 +97,7 @@ pub enum WorkerState {
 
 /// A worker's health and load (`GET /status`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// Ready or draining.
     pub state: WorkerState,
@@ -120,6 +128,7 @@ pub struct Status {
 
 /// Invocation counters.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvocationCounts {
     /// Invocations that succeeded.
     pub succeeded: u64,
@@ -131,6 +140,7 @@ pub struct InvocationCounts {
 
 /// Compile-cache counters.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EngineCounts {
     /// Modules compiled by this process.
     pub compiled: u64,
@@ -151,27 +161,109 @@ pub struct ErrorBody {
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ErrorBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::ToSchema;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(d))
+        };
+        let int = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .description(Some(d))
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Every error: a stable `code`, a `message` for people, and details. Clients \
+                 should treat a code they do not know by its HTTP status.",
+            ))
+            .property(
+                "code",
+                utoipa::openapi::Ref::from_schema_name(crate::ErrorCode::name()),
+            )
+            .required("code")
+            .property("message", text("What went wrong, for people."))
+            .required("message")
+            .property(
+                "revision",
+                text("Guest failures: the revision that ran.").pattern(Some("^[0-9a-f]{64}$")),
+            )
+            .property(
+                "duration_ms",
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .description(Some("Guest failures: how long it ran, in milliseconds.")),
+            )
+            .property(
+                "exit_code",
+                int("`guest_exit`: the guest's exit status (also the `colony-exit-code` header)."),
+            )
+            .property(
+                "stderr_tail",
+                text("`guest_exit`, `guest_trap`: the end of the guest's stderr."),
+            )
+            .property("limit_ms", int("`timeout`: the timeout that was exceeded.").minimum(Some(0)))
+            .property(
+                "limit_bytes",
+                int("`memory_limit_exceeded`, `output_limit_exceeded`: the cap that was hit.")
+                    .minimum(Some(0)),
+            )
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ErrorBody {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            crate::ErrorCode::name().into_owned(),
+            crate::ErrorCode::schema(),
+        ));
+    }
+}
+
 /// `POST /tasks` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     /// The function, `name` or `name@rev`; the revision is fixed at submit.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::FunctionRef))]
     pub function: String,
     /// The input as UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// The input as base64 (standard alphabet, padded) for raw bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = Byte, content_encoding = "base64"))]
     pub input_base64: Option<String>,
     /// A key that makes the submit idempotent: while a task with this key
-    /// is retained, submitting it again returns that task.
+    /// is retained, submitting it again returns that task. 1 to 256 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub idempotency_key: Option<String>,
     /// Attempts, overriding the function's retry policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: Option<u32>,
-    /// Timeout of each attempt, overriding the function's.
+    /// Timeout of each attempt, overriding the function's; at most the
+    /// worker's ceiling (`max_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub timeout_ms: Option<u64>,
     /// Higher runs first among queued tasks; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +272,7 @@ pub struct SubmitTask {
 
 /// `POST /tasks` answer (202, once the task is durably committed).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     /// The task's id.
     pub id: crate::TaskId,
@@ -191,6 +284,7 @@ pub struct Submitted {
 
 /// A task as the API shows it (`GET /tasks/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskInfo {
     /// The id.
     pub id: crate::TaskId,
@@ -234,6 +328,9 @@ pub struct TaskInfo {
     /// Its idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The name of the token that submitted it, when tokens are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// When the finished task and its result will be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
@@ -241,6 +338,7 @@ pub struct TaskInfo {
 
 /// `GET /tasks` answer: newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskList {
     /// This page of tasks.
     pub tasks: Vec<TaskInfo>,
@@ -251,6 +349,7 @@ pub struct TaskList {
 
 /// Task counters in `GET /status`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskCounts {
     /// Tasks waiting to run (including retries waiting for their time).
     pub queued: usize,

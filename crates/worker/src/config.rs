@@ -13,6 +13,8 @@ pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default ceiling on a revision's output cap.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+/// Default most functions on a worker.
+pub const DEFAULT_MAX_FUNCTIONS: usize = 10_000;
 /// Default ceiling on uploaded code.
 pub const DEFAULT_MAX_CODE_BYTES: u64 = 64 << 20;
 
@@ -41,6 +43,8 @@ pub struct WorkerConfig {
     pub epoch_tick: Duration,
     /// Task retention and storage.
     pub tasks: crate::TaskConfig,
+    /// Most functions the worker holds.
+    pub max_functions: usize,
 }
 
 impl WorkerConfig {
@@ -59,6 +63,7 @@ impl WorkerConfig {
             instances: engine.instances,
             epoch_tick: engine.epoch_tick,
             tasks: crate::TaskConfig::default(),
+            max_functions: DEFAULT_MAX_FUNCTIONS,
         }
     }
 

@@ -88,6 +88,12 @@ pub enum Error {
         /// Its state.
         state: colony_core::TaskState,
     },
+    /// The worker holds as many functions as it allows: delete some.
+    #[error("this worker holds its limit of {limit} functions; delete one first")]
+    TooManyFunctions {
+        /// The limit.
+        limit: usize,
+    },
     /// The request is malformed: fix it.
     #[error("{0}")]
     BadRequest(String),
@@ -115,6 +121,7 @@ impl Error {
             Error::TaskFinished { .. } => ErrorCode::TaskFinished,
             Error::ResultNotFound { .. } => ErrorCode::ResultNotFound,
             Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::TooManyFunctions { .. } => ErrorCode::TooManyFunctions,
         }
     }
 

@@ -18,6 +18,7 @@
 //!   with a bounded wait queue for calls.
 //! - `tasks`: durable tasks: submit, dispatch, retry, cancel, wait, sweep.
 //! - `taskstore`: the task table with a group-committing writer thread.
+//! - `metrics`: Prometheus counters, histograms and gauges of the worker.
 //! - `error`: [`Error`], each variant mapped to a stable [`ErrorCode`].
 //!
 //! # Data directory
@@ -37,6 +38,7 @@ mod builtin;
 pub mod config;
 mod error;
 mod executor;
+mod metrics;
 mod registry;
 mod scheduler;
 mod store;
@@ -50,6 +52,7 @@ pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, Worker
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
+pub use metrics::Metrics;
 pub use tasks::{
     DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig,
 };

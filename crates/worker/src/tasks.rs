@@ -78,6 +78,8 @@ pub struct Submission {
     pub timeout_ms: Option<u64>,
     /// Priority (higher first).
     pub priority: i32,
+    /// Who submits it (a token's name), when tokens are configured.
+    pub owner: Option<String>,
 }
 
 #[derive(Debug)]
@@ -181,6 +183,7 @@ pub(crate) struct Tasks {
     pub(crate) worker_id: Arc<str>,
     running: AtomicUsize,
     finished: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn now_ms() -> i64 {
@@ -203,6 +206,7 @@ impl Tasks {
         results: Blobs,
         config: TaskConfig,
         worker_id: Arc<str>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let tasks = Self {
             store,
@@ -214,6 +218,7 @@ impl Tasks {
             worker_id,
             running: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
+            metrics,
         };
         let now = now_ms();
         {
@@ -266,6 +271,7 @@ impl Tasks {
         s: Submission,
     ) -> Result<Submitted> {
         let id = TaskId::generate();
+        let function_name = function.to_string();
         let (watch, _) = watch::channel(TaskState::Queued);
         let keep_input = (s.input.len() <= KEEP_INPUT_MAX).then(|| s.input.clone());
         let live = Arc::new(Live {
@@ -299,10 +305,12 @@ impl Tasks {
                 created_ms: now_ms(),
                 input: s.input,
                 idempotency_key: s.idempotency_key,
+                owner: s.owner,
             })
             .await;
         match inserted {
             Ok(Inserted::Created) => {
+                self.metrics.task_submitted(&function_name);
                 self.queue.lock().push(id.clone(), s.priority, None, 0);
                 self.wake.notify_one();
                 Ok(Submitted {
@@ -440,6 +448,7 @@ impl Tasks {
             live.state.lock().state = TaskState::Queued;
             self.running.fetch_sub(1, Ordering::AcqRel);
             let _ = live.watch.send(TaskState::Queued);
+            self.metrics.task_retried(live.function.as_str());
             self.queue
                 .lock()
                 .push(live.id.clone(), live.priority, Some(not_before), now);
@@ -486,6 +495,7 @@ impl Tasks {
         live.state.lock().state = state;
         self.live.lock().remove(&live.id);
         self.finished.fetch_add(1, Ordering::Relaxed);
+        self.metrics.task_finished(live.function.as_str(), state.as_str());
         let _ = live.watch.send(state);
     }
 

@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use std::sync::Arc;
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -52,7 +54,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     output_size     INTEGER,
     output_in_file  INTEGER NOT NULL DEFAULT 0,
     idempotency_key TEXT,
-    expires_ms      INTEGER
+    expires_ms      INTEGER,
+    owner           TEXT
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
@@ -62,7 +65,7 @@ CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks(expires_ms) WHERE expires_ms
 
 const INFO_COLUMNS: &str = "id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
      created_ms, started_ms, finished_ms, not_before_ms, worker, error, input_size, output_size, \
-     idempotency_key, expires_ms";
+     idempotency_key, expires_ms, owner";
 
 /// A task to insert.
 #[derive(Debug, Clone)]
@@ -76,6 +79,7 @@ pub(crate) struct NewTask {
     pub(crate) created_ms: i64,
     pub(crate) input: Bytes,
     pub(crate) idempotency_key: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 /// What an insert did.
@@ -151,6 +155,8 @@ pub(crate) struct ListQuery {
     pub(crate) function: Option<FunctionName>,
     pub(crate) limit: u32,
     pub(crate) after: Option<TaskId>,
+    /// Only tasks of this owner.
+    pub(crate) owner: Option<String>,
 }
 
 /// The task table: a group-committing writer and a reader.
@@ -201,6 +207,7 @@ fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TaskInfo> {
         output_size: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
         idempotency_key: r.get(16)?,
         expires_ms: r.get(17)?,
+        owner: r.get(18)?,
     })
 }
 
@@ -214,16 +221,24 @@ impl TaskStore {
         path: &Path,
         ttl_ms: i64,
         retries_lost: impl Fn(&str, &str) -> bool,
+        metrics: Option<Arc<Metrics>>,
     ) -> Result<(Self, Vec<QueuedRow>, usize)> {
         let mut conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
+        // Tables made before tasks had owners.
+        let has_owner: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'owner'")?
+            .exists([])?;
+        if !has_owner {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN owner TEXT")?;
+        }
         let recovered = recover(&mut conn, ttl_ms, retries_lost)?;
         let queued = load_queued(&conn)?;
         let reader = open(path)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("colony-task-writer".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, metrics))
             .map_err(Error::internal)?;
         Ok((
             Self {
@@ -331,6 +346,10 @@ impl TaskStore {
             args.push(f.as_str().to_owned());
             sql.push_str(&format!(" AND function = ?{}", args.len()));
         }
+        if let Some(o) = &q.owner {
+            args.push(o.clone());
+            sql.push_str(&format!(" AND owner = ?{}", args.len()));
+        }
         if let Some(a) = &q.after {
             args.push(a.as_str().to_owned());
             sql.push_str(&format!(" AND id < ?{}", args.len()));
@@ -433,7 +452,7 @@ enum Reply {
     ),
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>, metrics: Option<Arc<Metrics>>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -443,6 +462,8 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
         let mut replies = Vec::with_capacity(batch.len());
+        let started = std::time::Instant::now();
+        let size = batch.len();
         let committed = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             for w in batch {
@@ -454,6 +475,10 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
             tx.commit()
         })();
+        if let Some(m) = &metrics {
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.commit_batch.observe(size as f64);
+        }
         let failed = |e: &rusqlite::Error| Error::Internal(format!("task store commit: {e}"));
         if let Err(e) = &committed {
             error!(cause = %e, "task store commit failed");
@@ -494,7 +519,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tasks (id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
-         created_ms, input, input_size, idempotency_key) VALUES (?1, ?2, ?3, 'queued', ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10)",
+         created_ms, input, input_size, idempotency_key, owner) \
+         VALUES (?1, ?2, ?3, 'queued', ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     stmt.execute(params![
         t.id.as_str(),
@@ -507,6 +533,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
         t.input.as_ref(),
         t.input.len() as i64,
         t.idempotency_key,
+        t.owner,
     ])?;
     Ok(Inserted::Created)
 }
@@ -599,6 +626,7 @@ mod tests {
             created_ms: 1,
             input: Bytes::from_static(b"in"),
             idempotency_key: key.map(str::to_owned),
+            owner: None,
         }
     }
 
@@ -606,7 +634,7 @@ mod tests {
     async fn a_restart_requeues_or_buries_what_was_running() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("colony.db");
-        let (store, queued, _) = TaskStore::open(&db, 1000, |_, _| true).unwrap();
+        let (store, queued, _) = TaskStore::open(&db, 1000, |_, _| true, None).unwrap();
         assert!(queued.is_empty());
         let last_try = new_task(1, None);
         let more = new_task(3, Some("k"));
@@ -639,7 +667,7 @@ mod tests {
         drop(store);
 
         // The process "died" with two tasks running.
-        let (store, queued, recovered) = TaskStore::open(&db, 1000, |_, _| true).unwrap();
+        let (store, queued, recovered) = TaskStore::open(&db, 1000, |_, _| true, None).unwrap();
         assert_eq!(recovered, 2);
         let ids: Vec<_> = queued.iter().map(|q| q.id.clone()).collect();
         assert_eq!(ids, [more.id.clone(), never.id.clone()]);

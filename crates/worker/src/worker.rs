@@ -65,6 +65,7 @@ pub struct Worker {
     started: Instant,
     draining: AtomicBool,
     tasks: Arc<Tasks>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Per-function concurrency limits: (limit, permits).
     gates: Mutex<HashMap<FunctionName, (u32, Arc<Semaphore>)>>,
 }
@@ -151,13 +152,17 @@ impl Worker {
                 })
             })
             .collect();
+        let id = worker_id();
+        let metrics = crate::metrics::Metrics::new(&id);
+        let store_metrics = metrics.clone();
         let (task_store, queued, recovered) = tokio::task::spawn_blocking(move || {
-            TaskStore::open(&db, ttl_ms, |f, r| {
+            let retries_lost = |f: &str, r: &str| {
                 policies
                     .get(&(f.to_owned(), r.to_owned()))
                     .copied()
                     .unwrap_or(false)
-            })
+            };
+            TaskStore::open(&db, ttl_ms, retries_lost, Some(store_metrics))
         })
         .await
         .map_err(Error::internal)??;
@@ -167,13 +172,7 @@ impl Worker {
                 "recovered tasks left running by a previous process"
             );
         }
-        let tasks = Arc::new(Tasks::new(
-            task_store,
-            queued,
-            results,
-            config.tasks.clone(),
-            worker_id(),
-        ));
+        let tasks = Arc::new(Tasks::new(task_store, queued, results, config.tasks.clone(), id, metrics.clone()));
         let worker = Arc::new(Self {
             engine,
             executors,
@@ -186,6 +185,7 @@ impl Worker {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             tasks,
+            metrics,
             gates: Mutex::new(HashMap::new()),
             config,
         });
@@ -294,13 +294,16 @@ impl Worker {
                 }
             }
         };
+        let asked = Instant::now();
         let _slot = match self.scheduler.acquire().await {
             Ok(slot) => slot,
             Err(e) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invocation(rev.function.as_str(), "call", "rejected", None);
                 return Err(e);
             }
         };
+        self.metrics.queue_wait(asked.elapsed());
         let runnable = self.prepared(&rev).await?;
         let started = Instant::now();
         let result = runnable
@@ -314,6 +317,7 @@ impl Worker {
         match result {
             Ok(output) => {
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invocation(rev.function.as_str(), "call", "succeeded", Some(duration));
                 Ok(Invoked {
                     revision: rev.row.id.clone(),
                     output,
@@ -322,6 +326,7 @@ impl Worker {
             }
             Err(failure) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invocation(rev.function.as_str(), "call", failure.code().as_str(), Some(duration));
                 Err(Error::Failed {
                     failure,
                     revision: rev.row.id.clone(),
@@ -405,6 +410,9 @@ impl Worker {
             });
         }
 
+        if self.index.get(&name).is_none() && self.index.counts().0 >= self.config.max_functions {
+            return Err(Error::TooManyFunctions { limit: self.config.max_functions });
+        }
         let executor = self
             .executors
             .get(&manifest.executor)
@@ -647,6 +655,7 @@ impl Worker {
         function: Option<FunctionName>,
         limit: u32,
         after: Option<TaskId>,
+        owner: Option<String>,
     ) -> Result<TaskList> {
         self.tasks
             .list(ListQuery {
@@ -654,6 +663,7 @@ impl Worker {
                 function,
                 limit,
                 after,
+                owner,
             })
             .await
     }
@@ -755,6 +765,7 @@ impl Worker {
             ),
             Ok(rev) => {
                 let policy = rev.row.manifest.retry.clone();
+                let started = Instant::now();
                 let outcome = async {
                     let input = self.tasks.input(&live).await?;
                     let runnable = self.prepared(&rev).await?;
@@ -766,13 +777,17 @@ impl Worker {
                     Ok::<_, Error>(runnable.run(call).await)
                 }
                 .await;
+                let took = Some(started.elapsed());
+                let function = live.function.as_str();
                 let outcome = match outcome {
                     Ok(Ok(out)) => {
                         self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.invocation(function, "task", "succeeded", took);
                         Outcome::Succeeded(out)
                     }
                     Ok(Err(f)) => {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.invocation(function, "task", f.code().as_str(), took);
                         Outcome::Failed(f)
                     }
                     Err(e) => Outcome::Failed(colony_core::Failure::Internal {
@@ -785,6 +800,31 @@ impl Worker {
         if let Err(e) = self.tasks.finish(&live, outcome, &policy).await {
             tracing::error!(task = %live.id, cause = %e, "cannot record how a task ended; it is recovered at the next start");
         }
+    }
+
+    /// The worker's metrics (the API records HTTP requests in them).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text exposition of the worker's metrics.
+    pub async fn render_metrics(&self) -> String {
+        let status = self.status();
+        let dir = self.config.data_dir.join("compiled");
+        let cache_bytes = tokio::task::spawn_blocking(move || dir_size(&dir)).await.unwrap_or(0);
+        self.metrics.render(crate::metrics::Snapshot {
+            running: status.running,
+            calls_waiting: status.queued,
+            concurrency: status.concurrency,
+            tasks_queued: status.tasks.queued,
+            tasks_running: status.tasks.running,
+            functions: status.functions,
+            revisions: status.revisions,
+            cache_hits: status.engine.cache_hits,
+            cache_misses: status.engine.compiled,
+            cache_bytes,
+            uptime_seconds: status.uptime_seconds,
+        })
     }
 
     /// Waits for in-flight invocations to finish, at most `timeout`;
@@ -807,4 +847,17 @@ async fn sweep(tasks: std::sync::Weak<Tasks>, interval: Duration) {
             Err(e) => warn!(cause = %e, "task sweep failed"),
         }
     }
+}
+
+/// Total size of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod openapi;
 mod tasks;
 
 struct Api {
@@ -64,6 +65,10 @@ impl Api {
     }
 
     async fn with(tune: impl FnOnce(&mut WorkerConfig)) -> Self {
+        Self::with_auth(tune, colony_api::Auth::open()).await
+    }
+
+    async fn with_auth(tune: impl FnOnce(&mut WorkerConfig), auth: colony_api::Auth) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = WorkerConfig::new(dir.path().join("data"));
         config.instances = 64;
@@ -73,6 +78,7 @@ impl Api {
         let router = router(AppState {
             worker: worker.clone(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            auth: std::sync::Arc::new(auth),
         });
         Self {
             router,

@@ -1,0 +1,216 @@
+//! Bearer tokens with scopes.
+//!
+//! With no token configured the API is open (the worker says so at
+//! start). With tokens, every route but `GET /status` and
+//! `GET /openapi.json` needs `Authorization: Bearer <token>`: a missing
+//! or unknown token is 401, a token whose scope does not cover the route
+//! is 403. `invoke` tokens run functions, read functions, and submit,
+//! read and cancel their own tasks; `admin` tokens do everything.
+//! Tokens are compared by their sha256 digests in constant time.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use colony_core::ErrorCode;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// Shortest token accepted in configuration.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Run functions, read functions, submit and follow its own tasks.
+    Invoke,
+    /// Everything.
+    Admin,
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "invoke" => Ok(Scope::Invoke),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("{other:?} is not a scope; scopes: admin, invoke")),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Token {
+    name: Arc<str>,
+    scope: Scope,
+    digest: [u8; 32],
+}
+
+/// The configured tokens; empty means open.
+#[derive(Debug, Default)]
+pub struct Auth {
+    tokens: Vec<Token>,
+}
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's name; `None` when the API is open.
+    pub name: Option<Arc<str>>,
+    /// Whether the caller may act on everything (an admin token, or open).
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The owner recorded on tasks this caller submits.
+    pub fn owner(&self) -> Option<String> {
+        self.name.as_deref().map(str::to_owned)
+    }
+
+    /// Whether the caller may see a task with this owner.
+    pub fn may_see(&self, owner: Option<&str>) -> bool {
+        self.admin || (self.name.is_some() && owner == self.name.as_deref())
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Auth {
+    /// An open API.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// Tokens as (name, secret, scope). Names must be unique and secrets
+    /// at least [`MIN_TOKEN_LEN`] characters.
+    pub fn new(tokens: impl IntoIterator<Item = (String, String, Scope)>) -> Result<Self, String> {
+        let mut out: Vec<Token> = Vec::new();
+        for (name, secret, scope) in tokens {
+            if secret.len() < MIN_TOKEN_LEN {
+                return Err(format!("token {name:?} is shorter than {MIN_TOKEN_LEN} characters"));
+            }
+            if out.iter().any(|t| *t.name == *name) {
+                return Err(format!("two tokens are named {name:?}"));
+            }
+            out.push(Token { name: name.into(), scope, digest: digest(&secret) });
+        }
+        Ok(Self { tokens: out })
+    }
+
+    /// Whether no token is configured.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// How many tokens of each scope: (admin, invoke).
+    pub fn counts(&self) -> (usize, usize) {
+        let admin = self.tokens.iter().filter(|t| t.scope == Scope::Admin).count();
+        (admin, self.tokens.len() - admin)
+    }
+
+    /// Authenticates a request to a route needing `need` (`None`: public).
+    pub(crate) fn check(&self, headers: &HeaderMap, need: Option<Scope>) -> Result<Caller, ApiError> {
+        if self.is_open() {
+            return Ok(Caller { name: None, admin: true });
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let found = presented.and_then(|p| {
+            let d = digest(p);
+            // Compare against every token, whatever matches, so timing
+            // says nothing about which one (or whether any) did.
+            let mut hit = None;
+            for t in &self.tokens {
+                if bool::from(t.digest.ct_eq(&d)) {
+                    hit = Some(t);
+                }
+            }
+            hit
+        });
+        let Some(token) = found else {
+            return match need {
+                None => Ok(Caller { name: None, admin: false }),
+                Some(_) => Err(unauthorized(presented.is_some())),
+            };
+        };
+        let caller = Caller { name: Some(token.name.clone()), admin: token.scope == Scope::Admin };
+        match need {
+            Some(scope) if token.scope < scope => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                format!("token {:?} has scope {:?}; this needs {:?}", &*token.name, token.scope, scope)
+                    .to_lowercase(),
+            )),
+            _ => Ok(caller),
+        }
+    }
+}
+
+fn unauthorized(presented: bool) -> ApiError {
+    let message = if presented {
+        "the bearer token is not valid here"
+    } else {
+        "this worker needs a token: send `Authorization: Bearer <token>`"
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_www_authenticate()
+}
+
+/// The scope a route needs: `None` for public routes.
+pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
+    let route = route?;
+    match (method.as_str(), route) {
+        ("GET", "/status") | ("GET", "/openapi.json") => None,
+        ("POST", "/run/{target}") => Some(Scope::Invoke),
+        ("GET", "/functions") | ("GET", "/functions/{name}") => Some(Scope::Invoke),
+        ("POST", "/tasks") | ("GET", "/tasks") => Some(Scope::Invoke),
+        ("GET", "/tasks/{id}") | ("GET", "/tasks/{id}/result") | ("DELETE", "/tasks/{id}") => Some(Scope::Invoke),
+        // Deploy, delete, default switch, metrics, and anything new.
+        _ => Some(Scope::Admin),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(token: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = token {
+            h.insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn tokens_are_checked_by_scope() {
+        let auth = Auth::new([
+            ("ops".to_owned(), "admin-secret-0123456789".to_owned(), Scope::Admin),
+            ("app".to_owned(), "invoke-secret-0123456789".to_owned(), Scope::Invoke),
+        ])
+        .unwrap();
+        let code = |r: Result<Caller, ApiError>| r.map(|c| c.admin).map_err(|e| e.status().as_u16());
+        assert_eq!(code(auth.check(&headers(None), Some(Scope::Invoke))), Err(401));
+        assert_eq!(code(auth.check(&headers(Some("nope-nope-nope-nope")), Some(Scope::Invoke))), Err(401));
+        assert_eq!(code(auth.check(&headers(Some("invoke-secret-0123456789")), Some(Scope::Admin))), Err(403));
+        assert_eq!(code(auth.check(&headers(Some("invoke-secret-0123456789")), Some(Scope::Invoke))), Ok(false));
+        assert_eq!(code(auth.check(&headers(Some("admin-secret-0123456789")), Some(Scope::Admin))), Ok(true));
+        assert_eq!(code(auth.check(&headers(None), None)), Ok(false));
+        let open = Auth::open();
+        assert_eq!(code(open.check(&headers(None), Some(Scope::Admin))), Ok(true));
+    }
+
+    #[test]
+    fn configuration_mistakes_are_refused() {
+        assert!(Auth::new([("a".into(), "short".into(), Scope::Admin)]).is_err());
+        let dup = [("a".into(), "x".repeat(20), Scope::Admin), ("a".into(), "y".repeat(20), Scope::Invoke)];
+        assert!(Auth::new(dup).is_err());
+        assert_eq!("admin".parse::<Scope>(), Ok(Scope::Admin));
+        assert!("root".parse::<Scope>().is_err());
+    }
+}

@@ -1,0 +1,212 @@
+//! The OpenAPI 3 description of the API, served at `GET /openapi.json`.
+//!
+//! It is generated from the handlers' `#[utoipa::path]` annotations and
+//! the wire types' `ToSchema` derives (colony-core's `openapi` feature), so
+//! a changed body or parameter changes the document with it. The tests
+//! (`tests/all/openapi.rs`) check that it lists exactly the router's
+//! routes and that real answers have documented statuses, and
+//! `scripts/schemathesis.sh` fuzzes a running worker against it.
+//!
+//! Errors every route can answer (401 and 403 when tokens are configured)
+//! are added to each operation by [`Common`], in one place, so a new route
+//! gets them too.
+
+use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use colony_core::wire::ErrorBody;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    Content, HeaderBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement,
+};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+/// The API document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Colony",
+        description = "A serverless WebAssembly worker: deploy functions, run them over HTTP, \
+                       submit durable tasks. Every error is JSON with a stable `code` \
+                       (see `ErrorBody`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        crate::run::run,
+        crate::functions::list,
+        crate::functions::deploy,
+        crate::functions::show,
+        crate::functions::delete,
+        crate::functions::set_default,
+        crate::tasks::submit,
+        crate::tasks::list,
+        crate::tasks::show,
+        crate::tasks::cancel,
+        crate::tasks::result,
+        crate::status::status,
+        metrics,
+        openapi,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Common),
+    tags(
+        (name = "run", description = "Run a function once, synchronously."),
+        (name = "functions", description = "Deploy, inspect and delete functions and revisions."),
+        (name = "tasks", description = "Durable asynchronous invocations with retries."),
+        (name = "worker", description = "The worker's health, metrics and this document."),
+    ),
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the whole API.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "get_openapi",
+    summary = "This OpenAPI document",
+    tag = "worker",
+    responses(
+        (status = 200, description = "This document (OpenAPI 3.1).",
+            content_type = "application/json", body = Object),
+    ),
+)]
+pub(crate) async fn openapi() -> Response {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body = JSON.get_or_init(|| spec().to_json().expect("the OpenAPI document serializes"));
+    ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
+}
+
+/// `GET /metrics`: documented here; the handler lives in the metrics module.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "get_metrics",
+    summary = "Prometheus metrics",
+    tag = "worker",
+    responses(
+        (status = 200, description = "Prometheus metrics, in the text exposition format.",
+            content_type = "text/plain", body = String),
+    ),
+)]
+#[allow(dead_code)]
+fn metrics() {}
+
+/// The name of the bearer-token security scheme.
+pub(crate) const BEARER: &str = "bearer";
+
+/// Adds what every operation shares: the optional bearer token and its
+/// 401/403 answers.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <token>`, required when the worker is \
+                         configured with tokens; without tokens every request is allowed.",
+                    ))
+                    .build(),
+            ),
+        );
+        let shared = [
+            (
+                "401",
+                "Unauthorized",
+                "`unauthorized`: tokens are configured and the request has no valid \
+                 `Authorization: Bearer <token>`.",
+            ),
+            (
+                "403",
+                "Forbidden",
+                "`forbidden`: the token is valid but not allowed to do this.",
+            ),
+        ];
+        for (_, name, description) in shared {
+            components
+                .responses
+                .insert(name.to_owned(), error_response(description).into());
+        }
+        // Either no credentials (a worker without tokens) or a bearer token.
+        let security = vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new(BEARER, Vec::<String>::new()),
+        ];
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                add_shared(op, &shared, &security);
+            }
+        }
+    }
+}
+
+fn add_shared(op: &mut Operation, shared: &[(&str, &str, &str)], security: &[SecurityRequirement]) {
+    for (status, name, _) in shared {
+        op.responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+    }
+    op.security.get_or_insert_with(|| security.to_vec());
+}
+
+/// A JSON error response with `description`.
+pub(crate) fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name(ErrorBody::name()))),
+        )
+        .build()
+}
+
+/// Raw bytes: `/run` input and output, deployed code, task results.
+#[derive(Debug)]
+pub(crate) struct RawBytes;
+
+impl PartialSchema for RawBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for RawBytes {}
+
+/// A response header holding an unsigned integer.
+#[allow(dead_code)]
+fn header_u64(description: &str) -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+        .description(Some(description))
+        .build()
+}
+
+/// Answers the document as JSON, for tests that want it typed.
+#[allow(dead_code)]
+pub(crate) fn json() -> Json<utoipa::openapi::OpenApi> {
+    Json(spec())
+}
