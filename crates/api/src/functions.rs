@@ -187,6 +187,8 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
         (status = 400, description = "`invalid_name`; `invalid_manifest`: a bad parameter or a \
             limit above the worker's ceiling; `invalid_module`: empty, malformed or not a \
             WASI command, or an unknown builtin.", body = ErrorBody),
+        (status = 409, description = "`too_many_functions`: a new function on a worker that \
+            holds as many as it allows.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the code is over `max_code`.", body = ErrorBody),
         (status = 500, description = "`internal`.", body = ErrorBody),
     ),

@@ -11,7 +11,6 @@
 //! are added to each operation by [`Common`], in one place, so a new route
 //! gets them too.
 
-use axum::Json;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use colony_core::wire::ErrorBody;
@@ -103,8 +102,35 @@ fn metrics() {}
 /// The name of the bearer-token security scheme.
 pub(crate) const BEARER: &str = "bearer";
 
-/// Adds what every operation shares: the optional bearer token and its
-/// 401/403 answers.
+/// Answers of the layer in front of every route: (status, component
+/// name, description).
+const SHARED: [(&str, &str, &str); 4] = [
+    (
+        "401",
+        "Unauthorized",
+        "`unauthorized`: tokens are configured and the request has no valid \
+         `Authorization: Bearer <token>`.",
+    ),
+    (
+        "403",
+        "Forbidden",
+        "`forbidden`: the token is valid but its scope does not allow this.",
+    ),
+    (
+        "414",
+        "UriTooLong",
+        "`uri_too_long`: the path and query are over the worker's limit.",
+    ),
+    (
+        "431",
+        "HeadersTooLarge",
+        "`headers_too_large`: the request headers are over the worker's limit.",
+    ),
+];
+
+/// Adds what every operation shares: the optional bearer token and the
+/// answers of the layer in front of every route.
+#[derive(Debug)]
 struct Common;
 
 impl Modify for Common {
@@ -122,23 +148,20 @@ impl Modify for Common {
                     .build(),
             ),
         );
-        let shared = [
-            (
-                "401",
-                "Unauthorized",
-                "`unauthorized`: tokens are configured and the request has no valid \
-                 `Authorization: Bearer <token>`.",
-            ),
-            (
-                "403",
-                "Forbidden",
-                "`forbidden`: the token is valid but not allowed to do this.",
-            ),
-        ];
-        for (_, name, description) in shared {
+        for (status, name, description) in SHARED {
+            let mut response = error_response(description);
+            if status == "401" {
+                response.headers.insert(
+                    "www-authenticate".to_owned(),
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some("`Bearer realm=\"colony\"`."))
+                        .build(),
+                );
+            }
             components
                 .responses
-                .insert(name.to_owned(), error_response(description).into());
+                .insert(name.to_owned(), response.into());
         }
         // Either no credentials (a worker without tokens) or a bearer token.
         let security = vec![
@@ -154,24 +177,24 @@ impl Modify for Common {
                 &mut item.patch,
             ];
             for op in ops.into_iter().flatten() {
-                add_shared(op, &shared, &security);
+                add_shared(op, &security);
             }
         }
     }
 }
 
-fn add_shared(op: &mut Operation, shared: &[(&str, &str, &str)], security: &[SecurityRequirement]) {
-    for (status, name, _) in shared {
+fn add_shared(op: &mut Operation, security: &[SecurityRequirement]) {
+    for (status, name, _) in SHARED {
         op.responses
             .responses
-            .entry((*status).to_owned())
-            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(*name)));
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
     }
     op.security.get_or_insert_with(|| security.to_vec());
 }
 
 /// A JSON error response with `description`.
-pub(crate) fn error_response(description: &str) -> utoipa::openapi::Response {
+fn error_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
         .content(
@@ -195,18 +218,3 @@ impl PartialSchema for RawBytes {
 }
 
 impl ToSchema for RawBytes {}
-
-/// A response header holding an unsigned integer.
-#[allow(dead_code)]
-fn header_u64(description: &str) -> utoipa::openapi::Header {
-    HeaderBuilder::new()
-        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
-        .description(Some(description))
-        .build()
-}
-
-/// Answers the document as JSON, for tests that want it typed.
-#[allow(dead_code)]
-pub(crate) fn json() -> Json<utoipa::openapi::OpenApi> {
-    Json(spec())
-}

@@ -73,6 +73,7 @@ async fn the_document_lists_every_route_with_its_answers() {
     assert_eq!((&bearer["type"], &bearer["scheme"]), (&json!("http"), &json!("bearer")));
 
     let paths = doc["paths"].as_object().unwrap();
+    let mut ids = BTreeSet::new();
     let documented: BTreeSet<String> = paths.keys().cloned().collect();
     let expected: BTreeSet<String> = ROUTES.iter().map(|(p, _)| (*p).to_owned()).collect();
     assert_eq!(documented, expected, "the document's paths");
@@ -88,13 +89,15 @@ async fn the_document_lists_every_route_with_its_answers() {
         for method in *methods {
             let op = &item[*method];
             let what = format!("{method} {path}");
-            assert!(op["operationId"].is_string(), "{what}");
+            let id = op["operationId"].as_str().unwrap();
+            assert!(ids.insert(id), "{what}: operationId {id} is not unique");
             let responses = op["responses"].as_object().unwrap();
             assert!(
                 responses.keys().any(|s| s.starts_with('2')),
                 "{what}: no success answer"
             );
-            for shared in ["401", "403"] {
+            // The layer in front of every route: tokens, URL and header limits.
+            for shared in ["401", "403", "414", "431"] {
                 assert!(responses.contains_key(shared), "{what}: no {shared}");
             }
             for (status, resp) in responses {
