@@ -213,9 +213,11 @@ pub(crate) async fn show(
 )]
 pub(crate) async fn result(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
+    visible(&state, &caller, &id).await?;
     let bytes = state.worker.task_result(&id).await?;
     let mut resp = (StatusCode::OK, bytes).into_response();
     resp.headers_mut().insert(
@@ -368,9 +370,11 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = task_id(&id)?;
+    visible(&state, &caller, &id).await?;
     let info = state.worker.cancel_task(&id).await?;
     let status = if info.state == TaskState::Cancelled {
         StatusCode::OK

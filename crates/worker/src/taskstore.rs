@@ -374,7 +374,7 @@ fn recover(
     ttl_ms: i64,
     retries_lost: impl Fn(&str, &str) -> bool,
 ) -> Result<usize> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let running: Vec<(String, String, String, u32, u32)> = {
         let mut stmt =
             tx.prepare("SELECT id, function, revision, attempts, max_attempts FROM tasks WHERE state = 'running'")?;
@@ -465,7 +465,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>, metrics: Option<Arc<M
         let started = std::time::Instant::now();
         let size = batch.len();
         let committed = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for w in batch {
                 replies.push(match w {
                     Write::Insert(t, reply) => Reply::Insert(reply, insert(&tx, &t)),

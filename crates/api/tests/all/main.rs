@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod openapi;
+mod auth;
+mod metrics;
 mod tasks;
 
 struct Api {
@@ -88,11 +90,16 @@ impl Api {
     }
 
     async fn send(&self, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(body.into())
-            .unwrap();
+        self.send_as(None, method, uri, body).await
+    }
+
+    /// Sends with `Authorization: Bearer <token>` when given.
+    async fn send_as(&self, token: Option<&str>, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(body.into()).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
