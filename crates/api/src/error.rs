@@ -158,6 +158,14 @@ impl From<colony_core::NameError> for ApiError {
     }
 }
 
+/// A path parameter that is not UTF-8 once percent-decoded: a JSON 400
+/// like every other error, not axum's plain-text rejection.
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let exit_code = self.details.get("exit_code").and_then(Value::as_i64);

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +38,7 @@ pub(crate) struct DeployQuery {
     #[param(example = "2s")]
     timeout: Option<String>,
     /// The timeout in milliseconds, instead of `timeout`.
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 18446744073709551615_u64)]
     timeout_ms: Option<u64>,
     /// Linear-memory cap, like `64MiB` (default 128 MiB; at least 64 KiB, at
     /// most the worker's `max_memory`).
@@ -47,7 +48,7 @@ pub(crate) struct DeployQuery {
     #[param(example = "1MiB")]
     output: Option<String>,
     /// An environment variable `KEY=VALUE` for the guest; repeatable.
-    #[param(style = Form, explode, max_items = 256, value_type = Option<Vec<String>>)]
+    #[param(style = Form, explode, max_items = 256, value_type = Option<Vec<EnvVar>>, inline)]
     env: Option<Vec<String>>,
     /// An argument after `argv[0]`; repeatable.
     #[param(style = Form, explode, max_items = 256)]
@@ -68,12 +69,29 @@ pub(crate) struct DeployQuery {
     max_backoff: Option<String>,
     /// Most invocations of the function running at once on this worker,
     /// calls and tasks together; 0 (the default) for no limit of its own.
+    #[param(minimum = 0, maximum = 4294967295_u32)]
     concurrency: Option<u32>,
     /// `false` (or `0`, `no`) to deploy without making the revision the
     /// function's default.
     #[param(value_type = Option<String>, pattern = "^(true|1|yes|false|0|no)$", example = "false")]
     default: Option<bool>,
 }
+
+/// One `env` deploy parameter: `KEY=VALUE`, no NUL bytes, a non-empty key.
+#[derive(Debug)]
+pub(crate) struct EnvVar;
+
+impl utoipa::PartialSchema for EnvVar {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[^=\\u0000]+=[^\\u0000]*$"))
+            .examples(["GREETING=hi"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EnvVar {}
 
 /// Builds a manifest from deploy query parameters:
 /// `executor`, `io`, `timeout` (`2s`) or `timeout_ms`, `memory` (`64MiB`),
@@ -181,7 +199,13 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
         ),
     ),
     responses(
-        (status = 201, description = "A new revision.", body = Deployed),
+        (status = 201, description = "A new revision.", body = Deployed, links(
+            ("run" = (operation_id = "run", parameters(("target" = "$response.body#/function")))),
+            ("get_function" = (operation_id = "get_function",
+                parameters(("name" = "$response.body#/function")))),
+            ("delete_function" = (operation_id = "delete_function",
+                parameters(("name" = "$response.body#/function")))),
+        )),
         (status = 200, description = "Identical code and manifest were already deployed: \
             that revision (made the default unless `default=false`).", body = Deployed),
         (status = 400, description = "`invalid_name`; `invalid_manifest`: a bad parameter or a \
@@ -195,11 +219,12 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
 )]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name?;
     let name = FunctionName::new(name)?;
     let (manifest, make_default) = manifest_from_query(query.as_deref().unwrap_or(""))?;
     let limit = usize::try_from(state.worker.config().max_code_bytes).unwrap_or(usize::MAX);
@@ -254,8 +279,9 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<FunctionList> {
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FunctionInfo>, ApiError> {
+    let Path(name) = name?;
     let name = FunctionName::new(name)?;
     Ok(Json(state.worker.function(&name)?))
 }
@@ -280,10 +306,11 @@ pub(crate) async fn show(
 )]
 pub(crate) async fn set_default(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<DefaultSet>, ApiError> {
+    let Path(name) = name?;
     let name = FunctionName::new(name)?;
     let bytes = crate::body::read(&headers, body, MAX_JSON_BYTES).await?;
     let req: SetDefault = serde_json::from_slice(&bytes).map_err(|e| {
@@ -315,8 +342,9 @@ pub(crate) async fn set_default(
 )]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(name) = name?;
     let name = FunctionName::new(name)?;
     state.worker.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -18,7 +18,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    Content, HeaderBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement,
+    Components, Content, HeaderBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement,
 };
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
@@ -92,8 +92,9 @@ pub(crate) async fn openapi() -> Response {
     summary = "Prometheus metrics",
     tag = "worker",
     responses(
-        (status = 200, description = "Prometheus metrics, in the text exposition format.",
-            content_type = "text/plain", body = String),
+        (status = 200, description = "The worker's metrics in the OpenMetrics text format \
+            (which Prometheus scrapes).",
+            content_type = "application/openmetrics-text", body = String),
     ),
 )]
 #[allow(dead_code)]
@@ -163,6 +164,7 @@ impl Modify for Common {
                 .responses
                 .insert(name.to_owned(), response.into());
         }
+        forbid_both(components, "SubmitTask", "input", "input_base64");
         // Either no credentials (a worker without tokens) or a bearer token.
         let security = vec![
             SecurityRequirement::default(),
@@ -178,6 +180,7 @@ impl Modify for Common {
             ];
             for op in ops.into_iter().flatten() {
                 add_shared(op, &security);
+                camel_case_links(op);
             }
         }
     }
@@ -191,6 +194,43 @@ fn add_shared(op: &mut Operation, security: &[SecurityRequirement]) {
             .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
     }
     op.security.get_or_insert_with(|| security.to_vec());
+}
+
+/// utoipa 5 writes a link's `operationId` and `requestBody` in snake case,
+/// which no OpenAPI tool reads; moves them to their OpenAPI names.
+fn camel_case_links(op: &mut Operation) {
+    for response in op.responses.responses.values_mut() {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        for link in response.links.values_mut() {
+            let RefOr::T(link) = link else { continue };
+            let fields = link.extensions.get_or_insert_with(Default::default);
+            if !link.operation_id.is_empty() {
+                let id = std::mem::take(&mut link.operation_id);
+                fields.insert("operationId".to_owned(), id.into());
+            }
+            if let Some(body) = link.request_body.take() {
+                fields.insert("requestBody".to_owned(), body);
+            }
+        }
+    }
+}
+
+/// Adds `not: both fields are strings` to the object schema `name`
+/// (utoipa has no `not`; the keyword goes in through the extensions map).
+fn forbid_both(components: &mut Components, name: &str, a: &str, b: &str) {
+    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
+        panic!("no object schema {name}");
+    };
+    let string = serde_json::json!({"type": "string"});
+    object
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert(
+            "not".to_owned(),
+            serde_json::json!({"required": [a, b], "properties": {a: string, b: string}}),
+        );
 }
 
 /// A JSON error response with `description`.

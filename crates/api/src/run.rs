@@ -1,6 +1,7 @@
 //! `POST /run/{name}` and `POST /run/{name}@{rev}`.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -53,10 +54,11 @@ use crate::{AppState, HEADER_DURATION_US, HEADER_EXIT_CODE, HEADER_REVISION};
 )]
 pub(crate) async fn run(
     State(state): State<AppState>,
-    Path(target): Path<String>,
+    target: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let Path(target) = target?;
     let target = FunctionRef::parse(&target)?;
     let input = crate::body::read(&headers, body, state.max_body_bytes).await?;
     let done = state.worker.invoke(&target, input).await?;

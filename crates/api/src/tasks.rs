@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -61,7 +62,14 @@ fn too_large(limit: usize) -> ApiError {
     request_body = SubmitTask,
     responses(
         (status = 202, description = "The task is durably committed and queued.", body = Submitted,
-            headers(("location" = String, description = "`/tasks/{id}`."))),
+            headers(("location" = String, description = "`/tasks/{id}`.")),
+            links(
+                ("get_task" = (operation_id = "get_task", parameters(("id" = "$response.body#/id")))),
+                ("get_task_result" = (operation_id = "get_task_result",
+                    parameters(("id" = "$response.body#/id")))),
+                ("cancel_task" = (operation_id = "cancel_task",
+                    parameters(("id" = "$response.body#/id")))),
+            )),
         (status = 200, description = "The idempotency key matched a retained task: that task \
             (`created: false`).", body = Submitted,
             headers(("location" = String, description = "`/tasks/{id}`."))),
@@ -173,15 +181,17 @@ pub(crate) struct ShowQuery {
 pub(crate) async fn show(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<ShowQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskInfo>, ApiError> {
+    let Path(id) = id?;
     let id = task_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     visible(&state, &caller, &id).await?;
     let info = match q.wait {
         Some(w) if w.is_finite() && w > 0.0 => {
-            let wait = Duration::from_secs_f64(w).min(MAX_WAIT);
+            // Clamped before converting: a huge `wait` would overflow a Duration.
+            let wait = Duration::from_secs_f64(w.min(MAX_WAIT.as_secs_f64()));
             state.worker.wait_task(&id, wait).await?
         }
         Some(w) if !(w.is_finite() && w >= 0.0) => {
@@ -214,8 +224,9 @@ pub(crate) async fn show(
 pub(crate) async fn result(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = task_id(&id)?;
     visible(&state, &caller, &id).await?;
     let bytes = state.worker.task_result(&id).await?;
@@ -371,8 +382,9 @@ pub(crate) async fn list(
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id?;
     let id = task_id(&id)?;
     visible(&state, &caller, &id).await?;
     let info = state.worker.cancel_task(&id).await?;

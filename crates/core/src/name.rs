@@ -152,8 +152,8 @@ impl FromStr for FunctionRef {
 
 #[cfg(feature = "openapi")]
 mod schema {
-    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
     use super::*;
 
@@ -232,10 +232,7 @@ mod tests {
     fn patterns_follow_the_rules() {
         assert!(NAME_PATTERN.contains(&format!("{{0,{}}}", MAX_NAME_LEN - 1)));
         assert!(REF_PATTERN.starts_with(NAME_PATTERN.trim_end_matches('$')));
-        assert!(REF_PATTERN.contains(&format!(
-            "{{{},64}}",
-            crate::revision::MIN_PREFIX_LEN
-        )));
+        assert!(REF_PATTERN.contains(&format!("{{{},64}}", crate::revision::MIN_PREFIX_LEN)));
     }
 
     #[test]

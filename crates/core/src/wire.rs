@@ -71,6 +71,7 @@ pub struct Deployed {
 #[serde(deny_unknown_fields)]
 pub struct SetDefault {
     /// A revision id or a unique prefix of at least 8 hex digits.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{8,64}$"))]
     pub revision: String,
 }
 
@@ -207,7 +208,10 @@ impl utoipa::PartialSchema for ErrorBody {
                 "stderr_tail",
                 text("`guest_exit`, `guest_trap`: the end of the guest's stderr."),
             )
-            .property("limit_ms", int("`timeout`: the timeout that was exceeded.").minimum(Some(0)))
+            .property(
+                "limit_ms",
+                int("`timeout`: the timeout that was exceeded.").minimum(Some(0)),
+            )
             .property(
                 "limit_bytes",
                 int("`memory_limit_exceeded`, `output_limit_exceeded`: the cap that was hit.")
@@ -249,7 +253,13 @@ pub struct SubmitTask {
     pub input: Option<String>,
     /// The input as base64 (standard alphabet, padded) for raw bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(format = Byte, content_encoding = "base64"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            content_encoding = "base64",
+            pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+        )
+    )]
     pub input_base64: Option<String>,
     /// A key that makes the submit idempotent: while a task with this key
     /// is retained, submitting it again returns that task. 1 to 256 bytes.
@@ -263,10 +273,14 @@ pub struct SubmitTask {
     /// Timeout of each attempt, overriding the function's; at most the
     /// worker's ceiling (`max_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 18446744073709551615_u64)
+    )]
     pub timeout_ms: Option<u64>,
     /// Higher runs first among queued tasks; default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -2147483648_i64, maximum = 2147483647))]
     pub priority: Option<i32>,
 }
 

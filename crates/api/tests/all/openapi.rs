@@ -70,7 +70,10 @@ async fn the_document_lists_every_route_with_its_answers() {
     assert_eq!(doc["info"]["title"], "Colony");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     let bearer = &doc["components"]["securitySchemes"]["bearer"];
-    assert_eq!((&bearer["type"], &bearer["scheme"]), (&json!("http"), &json!("bearer")));
+    assert_eq!(
+        (&bearer["type"], &bearer["scheme"]),
+        (&json!("http"), &json!("bearer"))
+    );
 
     let paths = doc["paths"].as_object().unwrap();
     let mut ids = BTreeSet::new();
@@ -165,7 +168,10 @@ async fn the_document_lists_every_route_with_its_answers() {
         "concurrency",
         "default",
     ] {
-        assert!(names.contains(&known), "deploy parameter {known}: {names:?}");
+        assert!(
+            names.contains(&known),
+            "deploy parameter {known}: {names:?}"
+        );
     }
     let r = api
         .send("PUT", "/functions/x?nonsense=1", guests::ECHO)
@@ -197,16 +203,22 @@ fn conforms(doc: &Value, method: &str, path: &str, reply: &Reply) {
     let op = &doc["paths"][path][method];
     assert!(op.is_object(), "{method} {path} is not documented");
     let status = reply.status.as_str();
-    let resp = op["responses"]
-        .get(status)
-        .unwrap_or_else(|| panic!("{method} {path}: {status} is not documented: {}", reply.text()));
+    let resp = op["responses"].get(status).unwrap_or_else(|| {
+        panic!(
+            "{method} {path}: {status} is not documented: {}",
+            reply.text()
+        )
+    });
     let resp = resolve(doc, resp);
     if reply.body.is_empty() {
         return;
     }
     let ct = reply.header("content-type").unwrap_or_default();
     let content = resp["content"].as_object().unwrap_or_else(|| {
-        panic!("{method} {path} {status}: a body, none documented: {}", reply.text())
+        panic!(
+            "{method} {path} {status}: a body, none documented: {}",
+            reply.text()
+        )
     });
     assert!(
         content.keys().any(|k| ct.starts_with(k.as_str())),
