@@ -38,6 +38,38 @@ fn limits(req: &Request) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The routes, as `'static` metric labels.
+const ROUTES: &[&str] = &[
+    "/run/{target}",
+    "/functions",
+    "/functions/{name}",
+    "/functions/{name}/default",
+    "/tasks",
+    "/tasks/{id}",
+    "/tasks/{id}/result",
+    "/status",
+    "/metrics",
+    "/openapi.json",
+];
+
+fn static_route(route: Option<&str>) -> &'static str {
+    route.and_then(|r| ROUTES.iter().find(|k| **k == r).copied()).unwrap_or("unmatched")
+}
+
+fn static_method(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// The middleware.
 pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -58,8 +90,8 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     };
     let took = started.elapsed();
     let status = resp.status().as_u16();
-    let route_label = route.as_deref().unwrap_or("unmatched");
-    state.worker.metrics().http_request(method.as_str(), route_label, status, took);
+    let route_label = static_route(route.as_deref());
+    state.worker.metrics().http_request(static_method(&method), route_label, status, took);
     info!(
         target: "colony::access",
         method = %method,

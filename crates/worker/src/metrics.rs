@@ -4,6 +4,7 @@
 //! Counters and histograms are updated where things happen; gauges (load,
 //! cache, registry size) are read from the worker when scraped.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,24 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-type Labels1 = [(&'static str, String); 1];
-type Labels2 = [(&'static str, String); 2];
-type Labels3 = [(&'static str, String); 3];
+/// Label values: borrowed statics on the hot path (no allocation to
+/// look a series up), owned only for function names.
+type Value = Cow<'static, str>;
+type Labels1 = [(&'static str, Value); 1];
+type Labels2 = [(&'static str, Value); 2];
+type Labels3 = [(&'static str, Value); 3];
+
+fn owned(s: &str) -> Value {
+    Cow::Owned(s.to_owned())
+}
+
+/// A status code as a `'static` label, without allocating per request.
+fn status_label(code: u16) -> &'static str {
+    static LABELS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        (0..600u16).map(|c| &*Box::leak(c.to_string().into_boxed_str())).collect()
+    });
+    LABELS.get(code as usize).copied().unwrap_or("other")
+}
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
     // 20 µs .. ~42 s
@@ -162,13 +178,13 @@ impl Metrics {
     }
 
     /// One invocation ended.
-    pub(crate) fn invocation(&self, function: &str, kind: &'static str, outcome: &str, took: Option<Duration>) {
+    pub(crate) fn invocation(&self, function: &str, kind: &'static str, outcome: &'static str, took: Option<Duration>) {
         self.invocations
-            .get_or_create(&[("function", function.to_owned()), ("kind", kind.to_owned()), ("outcome", outcome.to_owned())])
+            .get_or_create(&[("function", owned(function)), ("kind", kind.into()), ("outcome", outcome.into())])
             .inc();
         if let Some(t) = took {
             self.invocation_seconds
-                .get_or_create(&[("function", function.to_owned()), ("kind", kind.to_owned())])
+                .get_or_create(&[("function", owned(function)), ("kind", kind.into())])
                 .observe(t.as_secs_f64());
         }
     }
@@ -178,24 +194,25 @@ impl Metrics {
     }
 
     pub(crate) fn task_submitted(&self, function: &str) {
-        self.tasks_submitted.get_or_create(&[("function", function.to_owned())]).inc();
+        self.tasks_submitted.get_or_create(&[("function", owned(function))]).inc();
     }
 
-    pub(crate) fn task_finished(&self, function: &str, state: &str) {
-        self.tasks_finished.get_or_create(&[("function", function.to_owned()), ("state", state.to_owned())]).inc();
+    pub(crate) fn task_finished(&self, function: &str, state: &'static str) {
+        self.tasks_finished.get_or_create(&[("function", owned(function)), ("state", state.into())]).inc();
     }
 
     pub(crate) fn task_retried(&self, function: &str) {
-        self.task_retries.get_or_create(&[("function", function.to_owned())]).inc();
+        self.task_retries.get_or_create(&[("function", owned(function))]).inc();
     }
 
-    /// One HTTP request ended (the API layer calls this).
-    pub fn http_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+    /// One HTTP request ended (the API layer calls this with its route
+    /// pattern, e.g. `/run/{target}`, so the series stay few).
+    pub fn http_request(&self, method: &'static str, route: &'static str, status: u16, took: Duration) {
         self.http_requests
-            .get_or_create(&[("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())])
+            .get_or_create(&[("method", method.into()), ("route", route.into()), ("status", status_label(status).into())])
             .inc();
         self.http_seconds
-            .get_or_create(&[("method", method.to_owned()), ("route", route.to_owned())])
+            .get_or_create(&[("method", method.into()), ("route", route.into())])
             .observe(took.as_secs_f64());
     }
 
