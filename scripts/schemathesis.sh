@@ -85,7 +85,7 @@ status=0
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
   --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
   --generation-database none \
-  "$@" || status=$?
+  "$@" | tee "$work/report" || status=$?
 
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "schemathesis: the worker died during the run" >&2
@@ -94,5 +94,10 @@ fi
 if [ "$status" -ne 0 ]; then
   echo "schemathesis: failed; the worker's warnings and errors ($log):" >&2
   grep -E 'WARN|ERROR|panicked' "$log" | tail -n 50 >&2 || true
+fi
+if [ "$status" -eq 0 ]; then
+  # "Test cases: N generated, N passed" as the plain closing line.
+  passed="$(sed -n 's/^ *[0-9]* generated, \([0-9]*\) passed.*/\1/p' "$work/report" | tail -n1)"
+  echo "schemathesis: ${passed:-0} passed, 0 failed"
 fi
 exit "$status"

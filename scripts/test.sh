@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, installing what the tests need first.
+# Runs every test of the workspace, installing what the tests need first,
+# then fuzzes a real worker against its OpenAPI document (schemathesis.sh).
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -11,3 +12,4 @@ cd "$root"
 scripts/install-deps.sh
 scripts/build-examples.sh target/wasm-guests >/dev/null
 cargo test --workspace --locked "$@"
+scripts/schemathesis.sh
