@@ -24,6 +24,7 @@ use colony_core::{
 use colony_engine::CancellationToken;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
+use tracing::info;
 
 use crate::blobs::Blobs;
 use crate::error::{Error, Result};
@@ -86,6 +87,8 @@ pub struct Submission {
 pub(crate) struct LiveState {
     pub(crate) state: TaskState,
     pub(crate) attempts: u32,
+    /// When the latest attempt started.
+    pub(crate) started: Option<std::time::Instant>,
     /// Cancel asked while queued: the dispatcher must not start it.
     pub(crate) cancelling: bool,
 }
@@ -241,6 +244,7 @@ impl Tasks {
                             state: TaskState::Queued,
                             attempts: row.attempts,
                             cancelling: false,
+                            started: None,
                         }),
                         watch,
                         cancel: CancellationToken::new(),
@@ -286,6 +290,7 @@ impl Tasks {
                 state: TaskState::Queued,
                 attempts: 0,
                 cancelling: false,
+                started: None,
             }),
             watch,
             cancel: CancellationToken::new(),
@@ -310,6 +315,7 @@ impl Tasks {
             .await;
         match inserted {
             Ok(Inserted::Created) => {
+                info!(target: "colony::task", task = %id, function = %function_name, state = "queued", priority = s.priority, "task submitted");
                 self.metrics.task_submitted(&function_name);
                 self.queue.lock().push(id.clone(), s.priority, None, 0);
                 self.wake.notify_one();
@@ -362,6 +368,7 @@ impl Tasks {
                 .apply(TaskEvent::Start)
                 .expect("queued tasks start");
             st.attempts += 1;
+            st.started = Some(std::time::Instant::now());
             let attempts = st.attempts;
             drop(st);
             self.running.fetch_add(1, Ordering::AcqRel);
@@ -374,6 +381,7 @@ impl Tasks {
                 },
             );
             let _ = live.watch.send(TaskState::Running);
+            info!(target: "colony::task", task = %live.id, function = %live.function, revision = %live.revision.short(), attempt = attempts, state = "running", "task started");
             return (Some(live), due);
         }
         (None, due)
@@ -449,6 +457,7 @@ impl Tasks {
             self.running.fetch_sub(1, Ordering::AcqRel);
             let _ = live.watch.send(TaskState::Queued);
             self.metrics.task_retried(live.function.as_str());
+            info!(target: "colony::task", task = %live.id, function = %live.function, revision = %live.revision.short(), attempt = attempts, state = "queued", retry_in_ms = not_before - now, "task queued again after a failure");
             self.queue
                 .lock()
                 .push(live.id.clone(), live.priority, Some(not_before), now);
@@ -496,6 +505,12 @@ impl Tasks {
         self.live.lock().remove(&live.id);
         self.finished.fetch_add(1, Ordering::Relaxed);
         self.metrics.task_finished(live.function.as_str(), state.as_str());
+        let (attempts, started) = {
+            let st = live.state.lock();
+            (st.attempts, st.started)
+        };
+        let duration_ms = started.map_or(0, |t| t.elapsed().as_millis() as u64);
+        info!(target: "colony::task", task = %live.id, function = %live.function, revision = %live.revision.short(), attempts, duration_ms, state = state.as_str(), "task finished");
         let _ = live.watch.send(state);
     }
 

@@ -425,3 +425,53 @@ fn bench_runs_and_reports_figures() {
         assert_eq!(cols[8], "0", "errors in {row}");
     }
 }
+
+#[test]
+fn json_logs_have_one_line_per_request_and_task_transition() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("COLONY_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::new(&url).unwrap();
+        let opts = colony_client::DeployOptions { executor: Some("builtin".into()), ..Default::default() };
+        client.deploy("echo", "echo", &opts).await.unwrap();
+        client.invoke("echo", "hi").await.unwrap();
+        let req = colony_core::wire::SubmitTask { function: "echo".into(), ..Default::default() };
+        let id = client.submit(&req).await.unwrap().id;
+        client.wait_task(id.as_str(), Duration::from_secs(10)).await.unwrap();
+    });
+    let _ = child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let _ = child.wait();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let run = lines
+        .iter()
+        .find(|l| l["target"] == "colony::access" && l["route"] == "/run/{target}")
+        .expect("an access line for /run");
+    assert_eq!(run["status"], 200);
+    assert_eq!(run["method"], "POST");
+    assert!(run["duration_us"].as_u64().is_some());
+    assert_eq!(run["revision"].as_str().unwrap().len(), 64);
+    let states: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["target"] == "colony::task")
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "running", "succeeded"], "{stderr}");
+}
