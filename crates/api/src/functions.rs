@@ -353,6 +353,7 @@ pub(crate) async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn query_builds_the_manifest() {
@@ -383,6 +384,107 @@ mod tests {
             assert_eq!(err.code(), ErrorCode::InvalidManifest);
             assert!(err.message().contains(needle), "{q}: {}", err.message());
             assert_eq!(err.into_response().status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    /// Query strings: anything, percent-encoded bytes, and pairs of the
+    /// real parameters with plausible or arbitrary values.
+    fn query() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            4 => prop::sample::select(vec![
+                "executor", "io", "timeout", "timeout_ms", "memory", "output", "env", "arg",
+                "max_attempts", "retry_on", "backoff", "max_backoff", "concurrency", "default",
+            ])
+            .prop_map(str::to_owned),
+            1 => "\\PC{0,12}",
+        ];
+        let value = prop_oneof![
+            "[0-9]{1,25}",
+            "[0-9]{1,12}(ms|s|m|h|d|KiB|MiB|GiB|K|M|G|MB|B| parsecs)?",
+            "[A-Za-z_]{0,6}=?\\PC{0,12}",
+            "((trap|timeout|exit|worker_lost|limit|x| ),?){0,6}",
+            "true|false|0|1|yes|no|maybe|wasm|builtin|stdio",
+            any::<String>(),
+        ];
+        let pairs = prop::collection::vec((key, value), 0..12).prop_map(|pairs| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &pairs {
+                q.append_pair(k, v);
+            }
+            q.finish()
+        });
+        prop_oneof![
+            4 => pairs,
+            1 => any::<String>(),
+            1 => prop::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| form_urlencoded::byte_serialize(&b).collect()),
+        ]
+    }
+
+    proptest! {
+        /// Any query either builds a manifest (which the worker then checks
+        /// with `validate()` and its ceilings) or is refused as
+        /// `invalid_manifest` naming the parameter; nothing panics.
+        #[test]
+        fn any_query_builds_a_manifest_or_is_invalid_manifest(q in query()) {
+            match manifest_from_query(&q) {
+                Ok((m, _)) => {
+                    let _ = m.validate();
+                    let _ = m.canonical_json();
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.code(), ErrorCode::InvalidManifest);
+                    prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                    prop_assert!(e.message().contains("parameter `"), "{}", e.message());
+                }
+            }
+        }
+
+        /// Parameters written the documented way land in the manifest.
+        #[test]
+        fn documented_parameters_land_in_the_manifest(
+            timeout_ms in 1u64..10_000_000,
+            memory in (1u64..1 << 20, prop::sample::select(vec![("KiB", 1u64 << 10), ("MiB", 1 << 20), ("", 1)])),
+            output in 1u64..1 << 40,
+            env in prop::collection::btree_map("[A-Z_]{1,8}", "\\PC{0,16}", 0..5),
+            args in prop::collection::vec("\\PC{0,16}", 0..5),
+            max_attempts in 1u32..=100,
+            retry_on in prop::sample::subsequence(RetryOn::ALL.to_vec(), 0..=5),
+            backoff_ms in 0u64..1 << 30,
+            concurrency in any::<u32>(),
+            default in prop::sample::select(vec![("true", true), ("1", true), ("yes", true), ("false", false), ("0", false), ("no", false)]),
+        ) {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("executor", "builtin")
+                .append_pair("timeout", &format!("{timeout_ms}ms"))
+                .append_pair("memory", &format!("{}{}", memory.0, memory.1.0))
+                .append_pair("output", &output.to_string())
+                .append_pair("max_attempts", &max_attempts.to_string())
+                .append_pair("retry_on", &retry_on.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","))
+                .append_pair("backoff", &format!("{backoff_ms}ms"))
+                .append_pair("max_backoff", &format!("{}ms", backoff_ms * 2))
+                .append_pair("concurrency", &concurrency.to_string())
+                .append_pair("default", default.0);
+            for (k, v) in &env {
+                q.append_pair("env", &format!("{k}={v}"));
+            }
+            for a in &args {
+                q.append_pair("arg", a);
+            }
+            let q = q.finish();
+            let (m, make_default) = manifest_from_query(&q).unwrap();
+            prop_assert_eq!(m.executor.as_str(), "builtin");
+            prop_assert_eq!(m.limits.timeout_ms, timeout_ms);
+            prop_assert_eq!(m.limits.memory_bytes, memory.0 * memory.1.1);
+            prop_assert_eq!(m.limits.output_bytes, output);
+            prop_assert_eq!(&m.env, &env);
+            prop_assert_eq!(&m.args, &args);
+            prop_assert_eq!(m.retry.max_attempts, max_attempts);
+            prop_assert_eq!(&m.retry.on, &retry_on);
+            prop_assert_eq!(m.retry.backoff_ms, backoff_ms);
+            prop_assert_eq!(m.retry.max_backoff_ms, backoff_ms * 2);
+            prop_assert_eq!(m.concurrency, concurrency);
+            prop_assert_eq!(make_default, default.1);
         }
     }
 }
