@@ -7,19 +7,25 @@
 #
 #   scripts/schemathesis.sh [extra schemathesis run arguments]
 #
+# Two passes, each on a fresh worker (a free port, a new data directory)
+# with a builtin `echo` function deployed for the fuzzer to call:
+#   open    no tokens: the document allows anonymous calls.
+#   tokens  an admin and an invoke token; the fuzzer sends the admin one,
+#           and `ignored_auth` checks that calls without it (or with a
+#           wrong one) are refused.
 # Installs schemathesis (pinned) into target/schemathesis-venv the first
-# time, builds `colony`, serves it on a free port with a fresh data
-# directory, deploys a builtin echo function for the fuzzer to call, and
-# stops the worker at the end. Exits non-zero on any failure.
-# SCHEMATHESIS_MAX_EXAMPLES (default 50) bounds the cases per operation.
+# time and builds `colony`. Exits non-zero on any failure.
+# SCHEMATHESIS_MAX_EXAMPLES (default 50) bounds the cases per operation;
+# SCHEMATHESIS_SEED replays a run.
 #
-# What the checks are told (scripts/schemathesis.toml):
-# - positive_data_acceptance expects 2xx/404-like answers to schema-valid
-#   requests. Some validity is not expressible in a schema: that deployed
-#   bytes are a WASI command module or a builtin's name, that durations
-#   and sizes parse (`2s`, `64MiB`) and stay under the worker's ceilings,
-#   that base64 decodes, that a revision prefix is unambiguous. For those
-#   operations 400 is also expected; the check stays on for the others.
+# Every check runs (`--checks all`). What they are told
+# (scripts/schemathesis.toml): positive_data_acceptance expects 2xx/404-like
+# answers to schema-valid requests. Some validity is not expressible in a
+# schema: that deployed bytes are a WASI command module or a builtin's
+# name, that durations and sizes parse (`2s`, `64MiB`) and stay under the
+# worker's ceilings, that a task's function exists with an attempt timeout
+# under the ceiling. For deploy and task submission 400 is also expected;
+# the check stays as it is for every other operation.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -48,56 +54,83 @@ colony=target/debug/colony
 
 work="$(mktemp -d)"
 pid=""
-cleanup() {
+stop_worker() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
+  pid=""
+}
+cleanup() {
+  stop_worker
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# The worker's log (one line per request) stays in target/ for a look after
-# the run; its warnings and errors are shown when something fails.
-log=target/schemathesis-worker.log
-NO_COLOR=1 COLONY_LOG="${COLONY_LOG:-info}" "$colony" serve --listen 127.0.0.1:0 --data-dir "$work/data" \
-  >"$work/stdout" 2>"$log" &
-pid=$!
-url=""
-for _ in $(seq 1 300); do
-  url="$(sed -n 's/^listening on //p' "$work/stdout" | head -n1)"
-  [ -n "$url" ] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-if [ -z "$url" ]; then
-  echo "schemathesis: the worker did not start" >&2
-  cat "$log" >&2
-  exit 1
-fi
-echo "schemathesis: worker at $url" >&2
+admin="schemathesis-admin-$RANDOM$RANDOM-token"
+invoke="schemathesis-invoke-$RANDOM$RANDOM-token"
+seed="${SCHEMATHESIS_SEED:-$RANDOM}"
+total=0
 
-curl -fsS -X PUT "$url/functions/echo?executor=builtin" --data-binary echo >/dev/null
+# pass NAME [serve flags...] -- [schemathesis flags...]
+pass() {
+  local name="$1"
+  shift
+  local serve=()
+  while [ "$1" != "--" ]; do
+    serve+=("$1")
+    shift
+  done
+  shift
+  # The worker's log (one line per request) stays in target/ for a look
+  # after the run; its warnings and errors are shown when something fails.
+  local log="target/schemathesis-$name.log"
+  mkdir -p "$work/$name"
+  NO_COLOR=1 COLONY_LOG="${COLONY_LOG:-info}" "$colony" serve --listen 127.0.0.1:0 \
+    --data-dir "$work/$name/data" "${serve[@]}" >"$work/$name/stdout" 2>"$log" &
+  pid=$!
+  local url=""
+  for _ in $(seq 1 300); do
+    url="$(sed -n 's/^listening on //p' "$work/$name/stdout" | head -n1)"
+    [ -n "$url" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ -z "$url" ]; then
+    echo "schemathesis[$name]: the worker did not start" >&2
+    cat "$log" >&2
+    return 1
+  fi
+  echo "schemathesis[$name]: worker at $url" >&2
+  curl -fsS -X PUT -H "Authorization: Bearer $admin" \
+    "$url/functions/echo?executor=builtin" --data-binary echo >/dev/null
 
-status=0
-"$st" --config-file scripts/schemathesis.toml --no-color run "$url/openapi.json" \
-  --checks all \
-  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
-  --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
-  --generation-database none \
-  "$@" | tee "$work/report" || status=$?
+  local status=0
+  "$st" --config-file scripts/schemathesis.toml --no-color run "$url/openapi.json" \
+    --checks all \
+    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
+    --seed "$seed" \
+    --generation-database none \
+    "$@" | tee "$work/$name/report" || status=$?
 
-if ! kill -0 "$pid" 2>/dev/null; then
-  echo "schemathesis: the worker died during the run" >&2
-  status=1
-fi
-if [ "$status" -ne 0 ]; then
-  echo "schemathesis: failed; the worker's warnings and errors ($log):" >&2
-  grep -E 'WARN|ERROR|panicked' "$log" | tail -n 50 >&2 || true
-fi
-if [ "$status" -eq 0 ]; then
-  # "Test cases: N generated, N passed" as the plain closing line.
-  passed="$(sed -n 's/^ *[0-9]* generated, \([0-9]*\) passed.*/\1/p' "$work/report" | tail -n1)"
-  echo "schemathesis: ${passed:-0} passed, 0 failed"
-fi
-exit "$status"
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "schemathesis[$name]: the worker died during the run" >&2
+    status=1
+  fi
+  stop_worker
+  if [ "$status" -ne 0 ]; then
+    echo "schemathesis[$name]: failed; the worker's warnings and errors ($log):" >&2
+    grep -E 'WARN|ERROR|panicked' "$log" | grep -v 'no tokens configured' | tail -n 50 >&2 || true
+    return "$status"
+  fi
+  # "Test cases: N generated, N passed".
+  local passed
+  passed="$(sed -n 's/^ *[0-9]* generated, \([0-9]*\) passed.*/\1/p' "$work/$name/report" | tail -n1)"
+  total=$((total + ${passed:-0}))
+}
+
+pass open -- "$@"
+pass tokens --admin-token "$admin" --invoke-token "$invoke" -- \
+  --header "Authorization: Bearer $admin" "$@"
+
+echo "schemathesis: $total passed, 0 failed"

@@ -11,7 +11,10 @@
 //! are added to each operation by [`Common`], in one place, so a new route
 //! gets them too.
 
-use axum::http::header;
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use colony_core::wire::ErrorBody;
 use utoipa::openapi::path::Operation;
@@ -21,6 +24,9 @@ use utoipa::openapi::{
     Components, Content, HeaderBuilder, Ref, RefOr, ResponseBuilder, SecurityRequirement,
 };
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::AppState;
+use crate::auth::Scope;
 
 /// The API document.
 #[derive(OpenApi)]
@@ -78,10 +84,42 @@ pub fn spec() -> utoipa::openapi::OpenApi {
             content_type = "application/json", body = Object),
     ),
 )]
-pub(crate) async fn openapi() -> Response {
-    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let body = JSON.get_or_init(|| spec().to_json().expect("the OpenAPI document serializes"));
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    static OPEN: OnceLock<String> = OnceLock::new();
+    static TOKENS: OnceLock<String> = OnceLock::new();
+    let body = if state.auth.is_open() {
+        OPEN.get_or_init(|| json(spec()))
+    } else {
+        TOKENS.get_or_init(|| json(tokens_required(spec())))
+    };
     ([(header::CONTENT_TYPE, "application/json")], body.as_str()).into_response()
+}
+
+fn json(doc: utoipa::openapi::OpenApi) -> String {
+    doc.to_json().expect("the OpenAPI document serializes")
+}
+
+/// The document as a worker with tokens serves it: an operation that needs
+/// a token has no anonymous alternative.
+fn tokens_required(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let anonymous = SecurityRequirement::default();
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            if let Some(security) = &mut op.security
+                && security.len() > 1
+            {
+                security.retain(|r| *r != anonymous);
+            }
+        }
+    }
+    doc
 }
 
 /// `GET /metrics`: documented here; the handler lives in the metrics module.
@@ -103,8 +141,9 @@ fn metrics() {}
 /// The name of the bearer-token security scheme.
 pub(crate) const BEARER: &str = "bearer";
 
-/// Answers of the layer in front of every route: (status, component
-/// name, description).
+/// Answers of the layer in front of every route (the gate): (status,
+/// component name, description). 401 only where a token is needed, 403
+/// only where an `invoke` token is not enough.
 const SHARED: [(&str, &str, &str); 4] = [
     (
         "401",
@@ -115,7 +154,8 @@ const SHARED: [(&str, &str, &str); 4] = [
     (
         "403",
         "Forbidden",
-        "`forbidden`: the token is valid but its scope does not allow this.",
+        "`forbidden`: the token is valid but its scope (`invoke`) does not allow this; \
+         it needs an `admin` token.",
     ),
     (
         "414",
@@ -129,8 +169,10 @@ const SHARED: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// Adds what every operation shares: the optional bearer token and the
-/// answers of the layer in front of every route.
+/// Adds what every operation shares: its token scope, from the same
+/// table the gate checks (`auth::required`), and the gate's answers.
+/// Without tokens a worker is open, so [`spec`] also allows no
+/// credentials; a worker with tokens serves [`tokens_required`].
 #[derive(Debug)]
 struct Common;
 
@@ -144,7 +186,9 @@ impl Modify for Common {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "`Authorization: Bearer <token>`, required when the worker is \
-                         configured with tokens; without tokens every request is allowed.",
+                         configured with tokens (without tokens every request is allowed). \
+                         An operation's role is the scope it needs: `invoke` or `admin` \
+                         (which may do everything).",
                     ))
                     .build(),
             ),
@@ -165,35 +209,50 @@ impl Modify for Common {
                 .insert(name.to_owned(), response.into());
         }
         forbid_both(components, "SubmitTask", "input", "input_base64");
-        // Either no credentials (a worker without tokens) or a bearer token.
-        let security = vec![
-            SecurityRequirement::default(),
-            SecurityRequirement::new(BEARER, Vec::<String>::new()),
-        ];
-        for item in doc.paths.paths.values_mut() {
+        for (path, item) in doc.paths.paths.iter_mut() {
             let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (Method::GET, &mut item.get),
+                (Method::PUT, &mut item.put),
+                (Method::POST, &mut item.post),
+                (Method::DELETE, &mut item.delete),
+                (Method::PATCH, &mut item.patch),
             ];
-            for op in ops.into_iter().flatten() {
-                add_shared(op, &security);
-                camel_case_links(op);
+            for (method, op) in ops {
+                if let Some(op) = op {
+                    add_shared(op, crate::auth::required(&method, Some(path)));
+                    camel_case_links(op);
+                }
             }
         }
     }
 }
 
-fn add_shared(op: &mut Operation, security: &[SecurityRequirement]) {
+fn add_shared(op: &mut Operation, scope: Option<Scope>) {
+    let role = match scope {
+        None => None,
+        Some(Scope::Invoke) => Some("invoke"),
+        Some(Scope::Admin) => Some("admin"),
+    };
     for (status, name, _) in SHARED {
-        op.responses
-            .responses
-            .entry(status.to_owned())
-            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+        let applies = match status {
+            "401" => scope.is_some(),
+            "403" => scope == Some(Scope::Admin),
+            _ => true,
+        };
+        if applies {
+            op.responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+        }
     }
-    op.security.get_or_insert_with(|| security.to_vec());
+    // No credentials (a public route, or a worker without tokens), or a
+    // bearer token of the role.
+    let mut security = vec![SecurityRequirement::default()];
+    if let Some(role) = role {
+        security.push(SecurityRequirement::new(BEARER, [role]));
+    }
+    op.security.get_or_insert(security);
 }
 
 /// utoipa 5 writes a link's `operationId` and `requestBody` in snake case,

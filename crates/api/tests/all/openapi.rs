@@ -24,6 +24,16 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/openapi.json", &["get"]),
 ];
 
+/// The token scope each operation needs (README, Operating): the rest
+/// need `invoke`.
+const PUBLIC: &[&str] = &["get /status", "get /openapi.json"];
+const ADMIN: &[&str] = &[
+    "put /functions/{name}",
+    "delete /functions/{name}",
+    "put /functions/{name}/default",
+    "get /metrics",
+];
+
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
 /// The paths `router()` routes, read from its source, so a route added
@@ -99,10 +109,20 @@ async fn the_document_lists_every_route_with_its_answers() {
                 responses.keys().any(|s| s.starts_with('2')),
                 "{what}: no success answer"
             );
-            // The layer in front of every route: tokens, URL and header limits.
-            for shared in ["401", "403", "414", "431"] {
+            // The layer in front of every route: URL and header limits, tokens.
+            for shared in ["414", "431"] {
                 assert!(responses.contains_key(shared), "{what}: no {shared}");
             }
+            let public = PUBLIC.contains(&what.as_str());
+            let admin = ADMIN.contains(&what.as_str());
+            assert_eq!(responses.contains_key("401"), !public, "{what}: 401");
+            assert_eq!(responses.contains_key("403"), admin, "{what}: 403");
+            let role = match (public, admin) {
+                (true, _) => json!([{}]),
+                (false, true) => json!([{}, {"bearer": ["admin"]}]),
+                (false, false) => json!([{}, {"bearer": ["invoke"]}]),
+            };
+            assert_eq!(op["security"], role, "{what}: security");
             for (status, resp) in responses {
                 let resp = resolve(&doc, resp);
                 assert!(resp["description"].is_string(), "{what} {status}");
@@ -136,10 +156,7 @@ async fn the_document_lists_every_route_with_its_answers() {
                 .await;
             let fallback = r.status == StatusCode::METHOD_NOT_ALLOWED
                 || (r.status == StatusCode::NOT_FOUND && r.json()["code"] == "not_found");
-            // /metrics is the metrics module's; it may be routed later.
-            if *path != "/metrics" || r.status != StatusCode::NOT_FOUND {
-                assert!(!fallback, "{what}: not routed: {} {}", r.status, r.text());
-            }
+            assert!(!fallback, "{what}: not routed: {} {}", r.status, r.text());
         }
     }
 
@@ -306,4 +323,54 @@ async fn real_answers_are_documented() {
     let r = api.send("DELETE", "/functions/echo", Body::empty()).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     conforms(&doc, "delete", "/functions/{name}", &r);
+}
+
+#[tokio::test]
+async fn gate_answers_are_documented() {
+    const ADMIN: &str = "admin-token-0123456789";
+    const APP: &str = "app-token-0123456789";
+    let auth = colony_api::Auth::new([
+        ("ops".to_owned(), ADMIN.to_owned(), colony_api::Scope::Admin),
+        ("app".to_owned(), APP.to_owned(), colony_api::Scope::Invoke),
+    ])
+    .unwrap();
+    let api = Api::with_auth(|_| {}, auth).await;
+    let doc = document(&api).await;
+    // With tokens, only the public operations take no credentials.
+    let security = |method: &str, path: &str| doc["paths"][path][method]["security"].clone();
+    assert_eq!(
+        security("post", "/run/{target}"),
+        json!([{"bearer": ["invoke"]}])
+    );
+    assert_eq!(security("get", "/metrics"), json!([{"bearer": ["admin"]}]));
+    assert_eq!(security("get", "/status"), json!([{}]));
+
+    let r = api.send("POST", "/run/echo", "x").await;
+    r.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    conforms(&doc, "post", "/run/{target}", &r);
+    let r = api
+        .send_as(Some(APP), "PUT", "/functions/echo?executor=builtin", "echo")
+        .await;
+    r.expect_error(StatusCode::FORBIDDEN, "forbidden");
+    conforms(&doc, "put", "/functions/{name}", &r);
+    let r = api
+        .send_as(
+            Some(ADMIN),
+            "PUT",
+            "/functions/echo?executor=builtin",
+            "echo",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    conforms(&doc, "put", "/functions/{name}", &r);
+    let r = api.send_as(Some(APP), "POST", "/run/echo", "x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    conforms(&doc, "post", "/run/{target}", &r);
+    let r = api.send("GET", "/status", Body::empty()).await;
+    conforms(&doc, "get", "/status", &r);
+
+    let long = format!("/functions/echo?{}", "a".repeat(colony_api::MAX_URI_BYTES));
+    let r = api.send_as(Some(ADMIN), "GET", &long, Body::empty()).await;
+    r.expect_error(StatusCode::URI_TOO_LONG, "uri_too_long");
+    conforms(&doc, "get", "/functions/{name}", &r);
 }
