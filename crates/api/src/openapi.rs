@@ -7,9 +7,11 @@
 //! routes and that real answers have documented statuses, and
 //! `scripts/schemathesis.sh` fuzzes a running worker against it.
 //!
-//! Errors every route can answer (401 and 403 when tokens are configured)
-//! are added to each operation by [`Common`], in one place, so a new route
-//! gets them too.
+//! What the layer in front of every route adds (the token an operation
+//! needs, from the same table the gate checks; 401, 403, 414 and 431) is
+//! added to each operation by [`Common`], in one place, so a new route
+//! gets it too. A worker with tokens serves the document with tokens
+//! required ([`tokens_required`]).
 
 use std::sync::OnceLock;
 
@@ -65,7 +67,8 @@ use crate::auth::Scope;
 )]
 struct ApiDoc;
 
-/// The OpenAPI document of the whole API.
+/// The OpenAPI document of the whole API, as a worker without tokens
+/// serves it (every operation also allows no credentials).
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
