@@ -13,8 +13,9 @@
 #   tokens  an admin and an invoke token; the fuzzer sends the admin one,
 #           and `ignored_auth` checks that calls without it (or with a
 #           wrong one) are refused.
-# Installs schemathesis (pinned) into target/schemathesis-venv the first
-# time and builds `colony`. Exits non-zero on any failure.
+# Installs schemathesis (pinned with everything it pulls in:
+# scripts/schemathesis-requirements.txt) into target/schemathesis-venv the
+# first time and builds `colony`. Exits non-zero on any failure.
 # SCHEMATHESIS_MAX_EXAMPLES (default 50) bounds the cases per operation;
 # SCHEMATHESIS_SEED replays a run.
 #
@@ -30,12 +31,13 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-version=4.32.5
+requirements=scripts/schemathesis-requirements.txt
 venv=target/schemathesis-venv
 st="$venv/bin/schemathesis"
+stamp="$venv/installed-requirements.txt"
 
-if ! "$st" --version 2>/dev/null | grep -qF "$version"; then
-  echo "schemathesis: installing schemathesis==$version into $venv" >&2
+if ! cmp -s "$requirements" "$stamp" || ! "$st" --version >/dev/null 2>&1; then
+  echo "schemathesis: installing $(grep '^schemathesis==' "$requirements") into $venv" >&2
   rm -rf "$venv"
   if ! python3 -m venv "$venv" 2>/dev/null; then
     # Debian's python3 keeps venv (ensurepip) in a package of its own.
@@ -46,7 +48,8 @@ if ! "$st" --version 2>/dev/null | grep -qF "$version"; then
     rm -rf "$venv"
     python3 -m venv "$venv"
   fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --requirement "$requirements"
+  cp "$requirements" "$stamp"
 fi
 
 cargo build --locked -q -p colony-cli
