@@ -14,6 +14,8 @@
 //! - `tasks`: submit, show (long poll), result, list, cancel tasks.
 //! - `status`: `GET /status`.
 //! - `metrics`: `GET /metrics`, the Prometheus exposition.
+//! - `openapi`: `GET /openapi.json`, generated (utoipa) from the handlers'
+//!   annotations and the wire types, so it cannot drift from the code.
 //! - `auth`: bearer tokens with `admin` and `invoke` scopes.
 //! - `gate`: the layer on every route: URL and header limits, auth,
 //!   the access log line and HTTP metrics.
@@ -35,6 +37,7 @@
 //! | DELETE | `/tasks/{id}` | cancel the task |
 //! | GET | `/status` | ready/draining, uptime, counts |
 //! | GET | `/metrics` | Prometheus metrics |
+//! | GET | `/openapi.json` | the OpenAPI 3 description |
 #![forbid(unsafe_code)]
 
 mod auth;
