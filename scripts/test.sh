@@ -10,6 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/install-deps.sh
+scripts/install-nats.sh >/dev/null
 scripts/build-examples.sh target/wasm-guests >/dev/null
 cargo test --workspace --locked "$@"
 scripts/schemathesis.sh

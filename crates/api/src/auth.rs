@@ -90,12 +90,18 @@ impl Auth {
         let mut out: Vec<Token> = Vec::new();
         for (name, secret, scope) in tokens {
             if secret.len() < MIN_TOKEN_LEN {
-                return Err(format!("token {name:?} is shorter than {MIN_TOKEN_LEN} characters"));
+                return Err(format!(
+                    "token {name:?} is shorter than {MIN_TOKEN_LEN} characters"
+                ));
             }
             if out.iter().any(|t| *t.name == *name) {
                 return Err(format!("two tokens are named {name:?}"));
             }
-            out.push(Token { name: name.into(), scope, digest: digest(&secret) });
+            out.push(Token {
+                name: name.into(),
+                scope,
+                digest: digest(&secret),
+            });
         }
         Ok(Self { tokens: out })
     }
@@ -107,19 +113,33 @@ impl Auth {
 
     /// How many tokens of each scope: (admin, invoke).
     pub fn counts(&self) -> (usize, usize) {
-        let admin = self.tokens.iter().filter(|t| t.scope == Scope::Admin).count();
+        let admin = self
+            .tokens
+            .iter()
+            .filter(|t| t.scope == Scope::Admin)
+            .count();
         (admin, self.tokens.len() - admin)
     }
 
     /// Authenticates a request to a route needing `need` (`None`: public).
-    pub(crate) fn check(&self, headers: &HeaderMap, need: Option<Scope>) -> Result<Caller, ApiError> {
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        need: Option<Scope>,
+    ) -> Result<Caller, ApiError> {
         if self.is_open() {
-            return Ok(Caller { name: None, admin: true });
+            return Ok(Caller {
+                name: None,
+                admin: true,
+            });
         }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let found = presented.and_then(|p| {
             let d = digest(p);
@@ -135,17 +155,26 @@ impl Auth {
         });
         let Some(token) = found else {
             return match need {
-                None => Ok(Caller { name: None, admin: false }),
+                None => Ok(Caller {
+                    name: None,
+                    admin: false,
+                }),
                 Some(_) => Err(unauthorized(presented.is_some())),
             };
         };
-        let caller = Caller { name: Some(token.name.clone()), admin: token.scope == Scope::Admin };
+        let caller = Caller {
+            name: Some(token.name.clone()),
+            admin: token.scope == Scope::Admin,
+        };
         match need {
             Some(scope) if token.scope < scope => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Forbidden,
-                format!("token {:?} has scope {:?}; this needs {:?}", &*token.name, token.scope, scope)
-                    .to_lowercase(),
+                format!(
+                    "token {:?} has scope {:?}; this needs {:?}",
+                    &*token.name, token.scope, scope
+                )
+                .to_lowercase(),
             )),
             _ => Ok(caller),
         }
@@ -158,7 +187,8 @@ fn unauthorized(presented: bool) -> ApiError {
     } else {
         "this worker needs a token: send `Authorization: Bearer <token>`"
     };
-    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_www_authenticate()
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+        .with_www_authenticate()
 }
 
 /// The scope a route needs: `None` for public routes.
@@ -169,7 +199,9 @@ pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
         ("POST", "/run/{target}") => Some(Scope::Invoke),
         ("GET", "/functions") | ("GET", "/functions/{name}") => Some(Scope::Invoke),
         ("POST", "/tasks") | ("GET", "/tasks") => Some(Scope::Invoke),
-        ("GET", "/tasks/{id}") | ("GET", "/tasks/{id}/result") | ("DELETE", "/tasks/{id}") => Some(Scope::Invoke),
+        ("GET", "/tasks/{id}") | ("GET", "/tasks/{id}/result") | ("DELETE", "/tasks/{id}") => {
+            Some(Scope::Invoke)
+        }
         // Deploy, delete, default switch, metrics, and anything new.
         _ => Some(Scope::Admin),
     }
@@ -182,7 +214,10 @@ mod tests {
     fn headers(token: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
         if let Some(t) = token {
-            h.insert(header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+            h.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
         }
         h
     }
@@ -190,25 +225,64 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_scope() {
         let auth = Auth::new([
-            ("ops".to_owned(), "admin-secret-0123456789".to_owned(), Scope::Admin),
-            ("app".to_owned(), "invoke-secret-0123456789".to_owned(), Scope::Invoke),
+            (
+                "ops".to_owned(),
+                "admin-secret-0123456789".to_owned(),
+                Scope::Admin,
+            ),
+            (
+                "app".to_owned(),
+                "invoke-secret-0123456789".to_owned(),
+                Scope::Invoke,
+            ),
         ])
         .unwrap();
-        let code = |r: Result<Caller, ApiError>| r.map(|c| c.admin).map_err(|e| e.status().as_u16());
-        assert_eq!(code(auth.check(&headers(None), Some(Scope::Invoke))), Err(401));
-        assert_eq!(code(auth.check(&headers(Some("nope-nope-nope-nope")), Some(Scope::Invoke))), Err(401));
-        assert_eq!(code(auth.check(&headers(Some("invoke-secret-0123456789")), Some(Scope::Admin))), Err(403));
-        assert_eq!(code(auth.check(&headers(Some("invoke-secret-0123456789")), Some(Scope::Invoke))), Ok(false));
-        assert_eq!(code(auth.check(&headers(Some("admin-secret-0123456789")), Some(Scope::Admin))), Ok(true));
+        let code =
+            |r: Result<Caller, ApiError>| r.map(|c| c.admin).map_err(|e| e.status().as_u16());
+        assert_eq!(
+            code(auth.check(&headers(None), Some(Scope::Invoke))),
+            Err(401)
+        );
+        assert_eq!(
+            code(auth.check(&headers(Some("nope-nope-nope-nope")), Some(Scope::Invoke))),
+            Err(401)
+        );
+        assert_eq!(
+            code(auth.check(
+                &headers(Some("invoke-secret-0123456789")),
+                Some(Scope::Admin)
+            )),
+            Err(403)
+        );
+        assert_eq!(
+            code(auth.check(
+                &headers(Some("invoke-secret-0123456789")),
+                Some(Scope::Invoke)
+            )),
+            Ok(false)
+        );
+        assert_eq!(
+            code(auth.check(
+                &headers(Some("admin-secret-0123456789")),
+                Some(Scope::Admin)
+            )),
+            Ok(true)
+        );
         assert_eq!(code(auth.check(&headers(None), None)), Ok(false));
         let open = Auth::open();
-        assert_eq!(code(open.check(&headers(None), Some(Scope::Admin))), Ok(true));
+        assert_eq!(
+            code(open.check(&headers(None), Some(Scope::Admin))),
+            Ok(true)
+        );
     }
 
     #[test]
     fn configuration_mistakes_are_refused() {
         assert!(Auth::new([("a".into(), "short".into(), Scope::Admin)]).is_err());
-        let dup = [("a".into(), "x".repeat(20), Scope::Admin), ("a".into(), "y".repeat(20), Scope::Invoke)];
+        let dup = [
+            ("a".into(), "x".repeat(20), Scope::Admin),
+            ("a".into(), "y".repeat(20), Scope::Invoke),
+        ];
         assert!(Auth::new(dup).is_err());
         assert_eq!("admin".parse::<Scope>(), Ok(Scope::Admin));
         assert!("root".parse::<Scope>().is_err());

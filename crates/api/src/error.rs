@@ -176,7 +176,10 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(Value::Object(body))).into_response();
         let headers = resp.headers_mut();
         if self.www_authenticate {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"colony\""));
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"colony\""),
+            );
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

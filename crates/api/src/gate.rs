@@ -27,7 +27,11 @@ fn limits(req: &Request) -> Result<(), ApiError> {
             format!("the request target is {uri_len} bytes; the limit is {MAX_URI_BYTES}"),
         ));
     }
-    let header_len: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let header_len: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
     if header_len > MAX_HEADER_BYTES {
         return Err(ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -53,7 +57,9 @@ const ROUTES: &[&str] = &[
 ];
 
 fn static_route(route: Option<&str>) -> &'static str {
-    route.and_then(|r| ROUTES.iter().find(|k| **k == r).copied()).unwrap_or("unmatched")
+    route
+        .and_then(|r| ROUTES.iter().find(|k| **k == r).copied())
+        .unwrap_or("unmatched")
 }
 
 fn static_method(m: &axum::http::Method) -> &'static str {
@@ -74,7 +80,10 @@ fn static_method(m: &axum::http::Method) -> &'static str {
 pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let path = req.uri().path().to_owned();
     let checked = limits(&req).and_then(|()| {
         let need = crate::auth::required(&method, route.as_deref());
@@ -91,7 +100,10 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     let took = started.elapsed();
     let status = resp.status().as_u16();
     let route_label = static_route(route.as_deref());
-    state.worker.metrics().http_request(static_method(&method), route_label, status, took);
+    state
+        .worker
+        .metrics()
+        .http_request(static_method(&method), route_label, status, took);
     info!(
         target: "colony::access",
         method = %method,

@@ -44,9 +44,9 @@ mod auth;
 mod body;
 mod error;
 mod functions;
-mod openapi;
 mod gate;
 mod metrics;
+mod openapi;
 mod run;
 mod status;
 mod tasks;
@@ -61,8 +61,8 @@ use tokio::net::TcpListener;
 
 pub use auth::{Auth, Caller, MIN_TOKEN_LEN, Scope};
 pub use error::ApiError;
-pub use openapi::spec;
 pub use gate::{MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use openapi::spec;
 
 /// Default largest request body for `/run`: 16 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
@@ -88,7 +88,11 @@ pub struct AppState {
 impl AppState {
     /// State for an open API (no tokens) with the default body limit.
     pub fn open(worker: Arc<Worker>) -> Self {
-        Self { worker, max_body_bytes: DEFAULT_MAX_BODY_BYTES, auth: Arc::new(Auth::open()) }
+        Self {
+            worker,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            auth: Arc::new(Auth::open()),
+        }
     }
 }
 
@@ -112,7 +116,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate::gate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::gate,
+        ))
         .with_state(state)
 }
 

@@ -354,8 +354,17 @@ pub(crate) async fn list(
         .map(|a| TaskId::parse(&a).map_err(|e| ApiError::bad_request(format!("after: {e}"))))
         .transpose()?;
     // Non-admin tokens see their own tasks only.
-    let owner = if caller.admin { None } else { Some(caller.owner().unwrap_or_default()) };
-    Ok(Json(state.worker.tasks(task_state, function, limit, after, owner).await?))
+    let owner = if caller.admin {
+        None
+    } else {
+        Some(caller.owner().unwrap_or_default())
+    };
+    Ok(Json(
+        state
+            .worker
+            .tasks(task_state, function, limit, after, owner)
+            .await?,
+    ))
 }
 
 /// `DELETE /tasks/{id}`: cancel. 200 with the cancelled task; 202 when a

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use colony_core::units::{parse_duration, parse_size};
 use colony_api::{Auth, Scope};
+use colony_core::units::{parse_duration, parse_size};
 use colony_worker::WorkerConfig;
 use serde::Deserialize;
 
@@ -171,14 +171,21 @@ impl RawConfig {
         }
         let mut tokens = Vec::new();
         for t in self.tokens {
-            let scope = t.scope.parse::<Scope>().map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
+            let scope = t
+                .scope
+                .parse::<Scope>()
+                .map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
             tokens.push((t.name, t.token, scope));
         }
         for (scope, kind, list) in [
             (Scope::Admin, "admin", self.admin_tokens),
             (Scope::Invoke, "invoke", self.invoke_tokens),
         ] {
-            let secrets = list.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty());
+            let secrets = list
+                .iter()
+                .flat_map(|l| l.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty());
             for (i, secret) in secrets.enumerate() {
                 tokens.push((format!("{kind}-{}", i + 1), secret.to_owned(), scope));
             }
@@ -323,9 +330,15 @@ mod tests {
         let c = file.overlay(flags).validate().unwrap();
         assert_eq!(c.auth.counts(), (1, 2));
         assert!(RawConfig::default().validate().unwrap().auth.is_open());
-        let short = RawConfig { admin_tokens: vec!["short".into()], ..Default::default() };
+        let short = RawConfig {
+            admin_tokens: vec!["short".into()],
+            ..Default::default()
+        };
         assert!(format!("{:#}", short.validate().unwrap_err()).contains("shorter"));
-        let bad: RawConfig = toml::from_str("[[tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\nscope = \"root\"").unwrap();
+        let bad: RawConfig = toml::from_str(
+            "[[tokens]]\nname = \"x\"\ntoken = \"0123456789abcdef\"\nscope = \"root\"",
+        )
+        .unwrap();
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("root"));
     }
 

@@ -72,10 +72,20 @@ pub(crate) struct Args {
     max_functions: Option<usize>,
     /// Tokens with the admin scope (comma-separated); with any token
     /// configured, the API needs one [default: none: the API is open].
-    #[arg(long, env = "COLONY_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "COLONY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     admin_token: Vec<String>,
     /// Tokens with the invoke scope: run, submit, read own tasks.
-    #[arg(long, env = "COLONY_INVOKE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "COLONY_INVOKE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     invoke_token: Vec<String>,
     /// Log lines as text or json [default: text].
     #[arg(long, env = "COLONY_LOG_FORMAT", value_name = "FORMAT")]
@@ -114,7 +124,9 @@ impl Args {
 fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("COLONY_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -148,7 +160,10 @@ impl Args {
         init_logging(config.log_format);
         match config.auth.counts() {
             (0, 0) => warn!("no tokens configured: the API is open to anyone who can reach it"),
-            (admin, invoke) => info!(admin, invoke, "tokens configured: requests need a bearer token"),
+            (admin, invoke) => info!(
+                admin,
+                invoke, "tokens configured: requests need a bearer token"
+            ),
         }
 
         let worker = Worker::open(config.worker.clone())

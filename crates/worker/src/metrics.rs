@@ -30,7 +30,9 @@ fn owned(s: &str) -> Value {
 /// A status code as a `'static` label, without allocating per request.
 fn status_label(code: u16) -> &'static str {
     static LABELS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-        (0..600u16).map(|c| &*Box::leak(c.to_string().into_boxed_str())).collect()
+        (0..600u16)
+            .map(|c| &*Box::leak(c.to_string().into_boxed_str()))
+            .collect()
     });
     LABELS.get(code as usize).copied().unwrap_or("other")
 }
@@ -128,13 +130,21 @@ impl Metrics {
                 Unit::Seconds,
                 m.queue_wait_seconds.clone(),
             );
-            r.register("tasks_submitted", "Tasks accepted, by function", m.tasks_submitted.clone());
+            r.register(
+                "tasks_submitted",
+                "Tasks accepted, by function",
+                m.tasks_submitted.clone(),
+            );
             r.register(
                 "tasks_finished",
                 "Tasks that reached a final state, by function and state",
                 m.tasks_finished.clone(),
             );
-            r.register("task_retries", "Task attempts queued again after a failure, by function", m.task_retries.clone());
+            r.register(
+                "task_retries",
+                "Task attempts queued again after a failure, by function",
+                m.task_retries.clone(),
+            );
             r.register(
                 "http_requests",
                 "HTTP requests by method, route and status",
@@ -152,19 +162,61 @@ impl Metrics {
                 Unit::Seconds,
                 m.commit_seconds.clone(),
             );
-            r.register("store_commit_batch_size", "Task store writes per commit", m.commit_batch.clone());
+            r.register(
+                "store_commit_batch_size",
+                "Task store writes per commit",
+                m.commit_batch.clone(),
+            );
             let g = &m.gauges;
-            r.register("running", "Invocations running now, calls and tasks", g.running.clone());
-            r.register("calls_waiting", "Calls waiting for a slot now", g.calls_waiting.clone());
-            r.register("concurrency_limit", "Most invocations running at once", g.concurrency.clone());
-            r.register("tasks_queued", "Tasks waiting to run now", g.tasks_queued.clone());
-            r.register("tasks_running", "Tasks running now", g.tasks_running.clone());
+            r.register(
+                "running",
+                "Invocations running now, calls and tasks",
+                g.running.clone(),
+            );
+            r.register(
+                "calls_waiting",
+                "Calls waiting for a slot now",
+                g.calls_waiting.clone(),
+            );
+            r.register(
+                "concurrency_limit",
+                "Most invocations running at once",
+                g.concurrency.clone(),
+            );
+            r.register(
+                "tasks_queued",
+                "Tasks waiting to run now",
+                g.tasks_queued.clone(),
+            );
+            r.register(
+                "tasks_running",
+                "Tasks running now",
+                g.tasks_running.clone(),
+            );
             r.register("functions", "Functions deployed", g.functions.clone());
             r.register("revisions", "Revisions deployed", g.revisions.clone());
-            r.register("compile_cache_hits", "Modules loaded from the compile cache", g.cache_hits.clone());
-            r.register("compile_cache_misses", "Modules compiled", g.cache_misses.clone());
-            r.register_with_unit("compile_cache_size", "Size of the compile cache on disk", Unit::Bytes, g.cache_bytes.clone());
-            r.register_with_unit("uptime", "Time since the worker started", Unit::Seconds, g.uptime.clone());
+            r.register(
+                "compile_cache_hits",
+                "Modules loaded from the compile cache",
+                g.cache_hits.clone(),
+            );
+            r.register(
+                "compile_cache_misses",
+                "Modules compiled",
+                g.cache_misses.clone(),
+            );
+            r.register_with_unit(
+                "compile_cache_size",
+                "Size of the compile cache on disk",
+                Unit::Bytes,
+                g.cache_bytes.clone(),
+            );
+            r.register_with_unit(
+                "uptime",
+                "Time since the worker started",
+                Unit::Seconds,
+                g.uptime.clone(),
+            );
             r.register(
                 "worker",
                 "This worker",
@@ -178,9 +230,19 @@ impl Metrics {
     }
 
     /// One invocation ended.
-    pub(crate) fn invocation(&self, function: &str, kind: &'static str, outcome: &'static str, took: Option<Duration>) {
+    pub(crate) fn invocation(
+        &self,
+        function: &str,
+        kind: &'static str,
+        outcome: &'static str,
+        took: Option<Duration>,
+    ) {
         self.invocations
-            .get_or_create(&[("function", owned(function)), ("kind", kind.into()), ("outcome", outcome.into())])
+            .get_or_create(&[
+                ("function", owned(function)),
+                ("kind", kind.into()),
+                ("outcome", outcome.into()),
+            ])
             .inc();
         if let Some(t) = took {
             self.invocation_seconds
@@ -194,22 +256,38 @@ impl Metrics {
     }
 
     pub(crate) fn task_submitted(&self, function: &str) {
-        self.tasks_submitted.get_or_create(&[("function", owned(function))]).inc();
+        self.tasks_submitted
+            .get_or_create(&[("function", owned(function))])
+            .inc();
     }
 
     pub(crate) fn task_finished(&self, function: &str, state: &'static str) {
-        self.tasks_finished.get_or_create(&[("function", owned(function)), ("state", state.into())]).inc();
+        self.tasks_finished
+            .get_or_create(&[("function", owned(function)), ("state", state.into())])
+            .inc();
     }
 
     pub(crate) fn task_retried(&self, function: &str) {
-        self.task_retries.get_or_create(&[("function", owned(function))]).inc();
+        self.task_retries
+            .get_or_create(&[("function", owned(function))])
+            .inc();
     }
 
     /// One HTTP request ended (the API layer calls this with its route
     /// pattern, e.g. `/run/{target}`, so the series stay few).
-    pub fn http_request(&self, method: &'static str, route: &'static str, status: u16, took: Duration) {
+    pub fn http_request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         self.http_requests
-            .get_or_create(&[("method", method.into()), ("route", route.into()), ("status", status_label(status).into())])
+            .get_or_create(&[
+                ("method", method.into()),
+                ("route", route.into()),
+                ("status", status_label(status).into()),
+            ])
             .inc();
         self.http_seconds
             .get_or_create(&[("method", method.into()), ("route", route.into())])
@@ -229,7 +307,8 @@ impl Metrics {
         set(&g.tasks_running, s.tasks_running);
         set(&g.functions, s.functions);
         set(&g.revisions, s.revisions);
-        g.cache_bytes.set(i64::try_from(s.cache_bytes).unwrap_or(i64::MAX));
+        g.cache_bytes
+            .set(i64::try_from(s.cache_bytes).unwrap_or(i64::MAX));
         g.uptime.set(s.uptime_seconds);
         // Counters only go up: add what they lack.
         let hits = g.cache_hits.get();

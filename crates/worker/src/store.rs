@@ -180,7 +180,9 @@ impl Store {
         rev: &RevisionRow,
         make_default: bool,
     ) -> Result<u32> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         tx.execute(
             "INSERT INTO functions(name, default_rev, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
@@ -226,7 +228,9 @@ impl Store {
     /// Deletes a function and its revisions; returns the code hashes no
     /// remaining revision uses, so their blobs can go too.
     pub(crate) fn delete_function(&mut self, name: &FunctionName) -> Result<Vec<String>> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let shas: Vec<String> = tx
             .prepare("SELECT DISTINCT code_sha256 FROM revisions WHERE function = ?1")?
             .query_map([name.as_str()], |r| r.get(0))?

@@ -504,7 +504,8 @@ impl Tasks {
         live.state.lock().state = state;
         self.live.lock().remove(&live.id);
         self.finished.fetch_add(1, Ordering::Relaxed);
-        self.metrics.task_finished(live.function.as_str(), state.as_str());
+        self.metrics
+            .task_finished(live.function.as_str(), state.as_str());
         let (attempts, started) = {
             let st = live.state.lock();
             (st.attempts, st.started)

@@ -172,7 +172,14 @@ impl Worker {
                 "recovered tasks left running by a previous process"
             );
         }
-        let tasks = Arc::new(Tasks::new(task_store, queued, results, config.tasks.clone(), id, metrics.clone()));
+        let tasks = Arc::new(Tasks::new(
+            task_store,
+            queued,
+            results,
+            config.tasks.clone(),
+            id,
+            metrics.clone(),
+        ));
         let worker = Arc::new(Self {
             engine,
             executors,
@@ -299,7 +306,8 @@ impl Worker {
             Ok(slot) => slot,
             Err(e) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                self.metrics.invocation(rev.function.as_str(), "call", "rejected", None);
+                self.metrics
+                    .invocation(rev.function.as_str(), "call", "rejected", None);
                 return Err(e);
             }
         };
@@ -317,7 +325,8 @@ impl Worker {
         match result {
             Ok(output) => {
                 self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                self.metrics.invocation(rev.function.as_str(), "call", "succeeded", Some(duration));
+                self.metrics
+                    .invocation(rev.function.as_str(), "call", "succeeded", Some(duration));
                 Ok(Invoked {
                     revision: rev.row.id.clone(),
                     output,
@@ -326,7 +335,12 @@ impl Worker {
             }
             Err(failure) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                self.metrics.invocation(rev.function.as_str(), "call", failure.code().as_str(), Some(duration));
+                self.metrics.invocation(
+                    rev.function.as_str(),
+                    "call",
+                    failure.code().as_str(),
+                    Some(duration),
+                );
                 Err(Error::Failed {
                     failure,
                     revision: rev.row.id.clone(),
@@ -411,7 +425,9 @@ impl Worker {
         }
 
         if self.index.get(&name).is_none() && self.index.counts().0 >= self.config.max_functions {
-            return Err(Error::TooManyFunctions { limit: self.config.max_functions });
+            return Err(Error::TooManyFunctions {
+                limit: self.config.max_functions,
+            });
         }
         let executor = self
             .executors
@@ -787,7 +803,8 @@ impl Worker {
                     }
                     Ok(Err(f)) => {
                         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.invocation(function, "task", f.code().as_str(), took);
+                        self.metrics
+                            .invocation(function, "task", f.code().as_str(), took);
                         Outcome::Failed(f)
                     }
                     Err(e) => Outcome::Failed(colony_core::Failure::Internal {
@@ -811,7 +828,9 @@ impl Worker {
     pub async fn render_metrics(&self) -> String {
         let status = self.status();
         let dir = self.config.data_dir.join("compiled");
-        let cache_bytes = tokio::task::spawn_blocking(move || dir_size(&dir)).await.unwrap_or(0);
+        let cache_bytes = tokio::task::spawn_blocking(move || dir_size(&dir))
+            .await
+            .unwrap_or(0);
         self.metrics.render(crate::metrics::Snapshot {
             running: status.running,
             calls_waiting: status.queued,
@@ -851,7 +870,9 @@ async fn sweep(tasks: std::sync::Weak<Tasks>, interval: Duration) {
 
 /// Total size of the files under `dir`.
 fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     entries
         .flatten()
         .map(|e| match e.metadata() {

@@ -33,15 +33,39 @@ enum Needs {
 async fn every_route_checks_its_scope() {
     let api = api().await;
     // Fixtures, made as admin.
-    let r = api.send_as(Some(ADMIN), "PUT", "/functions/echo?executor=builtin", "echo").await;
+    let r = api
+        .send_as(
+            Some(ADMIN),
+            "PUT",
+            "/functions/echo?executor=builtin",
+            "echo",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let r = api.send_as(Some(APP), "POST", "/tasks", json!({"function": "echo", "input": "x"}).to_string()).await;
+    let r = api
+        .send_as(
+            Some(APP),
+            "POST",
+            "/tasks",
+            json!({"function": "echo", "input": "x"}).to_string(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let task = r.json()["id"].as_str().unwrap().to_owned();
-    let r = api.send_as(Some(APP), "GET", &format!("/tasks/{task}?wait=5"), Body::empty()).await;
+    let r = api
+        .send_as(
+            Some(APP),
+            "GET",
+            &format!("/tasks/{task}?wait=5"),
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.json()["state"], "succeeded");
     assert_eq!(r.json()["owner"], "app");
-    let rev = api.send_as(Some(ADMIN), "GET", "/functions/echo", Body::empty()).await.json()["default_revision"]
+    let rev = api
+        .send_as(Some(ADMIN), "GET", "/functions/echo", Body::empty())
+        .await
+        .json()["default_revision"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -49,28 +73,96 @@ async fn every_route_checks_its_scope() {
     // (method, path, body, scope needed, status with the right token)
     let routes: Vec<(&str, String, String, Needs, u16)> = vec![
         ("GET", "/status".into(), String::new(), Needs::Public, 200),
-        ("GET", "/openapi.json".into(), String::new(), Needs::Public, 200),
+        (
+            "GET",
+            "/openapi.json".into(),
+            String::new(),
+            Needs::Public,
+            200,
+        ),
         ("GET", "/metrics".into(), String::new(), Needs::Admin, 200),
         ("POST", "/run/echo".into(), "hi".into(), Needs::Invoke, 200),
-        ("GET", "/functions".into(), String::new(), Needs::Invoke, 200),
-        ("GET", "/functions/echo".into(), String::new(), Needs::Invoke, 200),
-        ("PUT", "/functions/hash?executor=builtin".into(), "sha256".into(), Needs::Admin, 201),
-        ("PUT", "/functions/echo/default".into(), json!({"revision": rev}).to_string(), Needs::Admin, 200),
-        ("POST", "/tasks".into(), json!({"function": "echo"}).to_string(), Needs::Invoke, 202),
+        (
+            "GET",
+            "/functions".into(),
+            String::new(),
+            Needs::Invoke,
+            200,
+        ),
+        (
+            "GET",
+            "/functions/echo".into(),
+            String::new(),
+            Needs::Invoke,
+            200,
+        ),
+        (
+            "PUT",
+            "/functions/hash?executor=builtin".into(),
+            "sha256".into(),
+            Needs::Admin,
+            201,
+        ),
+        (
+            "PUT",
+            "/functions/echo/default".into(),
+            json!({"revision": rev}).to_string(),
+            Needs::Admin,
+            200,
+        ),
+        (
+            "POST",
+            "/tasks".into(),
+            json!({"function": "echo"}).to_string(),
+            Needs::Invoke,
+            202,
+        ),
         ("GET", "/tasks".into(), String::new(), Needs::Invoke, 200),
-        ("GET", format!("/tasks/{task}"), String::new(), Needs::Invoke, 200),
-        ("GET", format!("/tasks/{task}/result"), String::new(), Needs::Invoke, 200),
-        ("DELETE", format!("/tasks/{task}"), String::new(), Needs::Invoke, 409),
-        ("DELETE", "/functions/hash".into(), String::new(), Needs::Admin, 204),
+        (
+            "GET",
+            format!("/tasks/{task}"),
+            String::new(),
+            Needs::Invoke,
+            200,
+        ),
+        (
+            "GET",
+            format!("/tasks/{task}/result"),
+            String::new(),
+            Needs::Invoke,
+            200,
+        ),
+        (
+            "DELETE",
+            format!("/tasks/{task}"),
+            String::new(),
+            Needs::Invoke,
+            409,
+        ),
+        (
+            "DELETE",
+            "/functions/hash".into(),
+            String::new(),
+            Needs::Admin,
+            204,
+        ),
     ];
     for (method, path, body, needs, ok) in routes {
         // No token.
         let r = api.send_as(None, method, &path, body.clone()).await;
         if needs == Needs::Public {
-            assert_eq!(r.status.as_u16(), ok, "{method} {path} without a token: {}", r.text());
+            assert_eq!(
+                r.status.as_u16(),
+                ok,
+                "{method} {path} without a token: {}",
+                r.text()
+            );
         } else {
             r.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
-            assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"), "{method} {path}");
+            assert!(
+                r.header("www-authenticate").unwrap().starts_with("Bearer"),
+                "{method} {path}"
+            );
             // A wrong token is 401 too.
             api.send_as(Some("not-a-token-at-all-xx"), method, &path, body.clone())
                 .await
@@ -84,31 +176,69 @@ async fn every_route_checks_its_scope() {
         // The right scope (an admin token covers everything).
         let token = if needs == Needs::Admin { ADMIN } else { APP };
         let r = api.send_as(Some(token), method, &path, body.clone()).await;
-        assert_eq!(r.status.as_u16(), ok, "{method} {path} with the right token: {}", r.text());
+        assert_eq!(
+            r.status.as_u16(),
+            ok,
+            "{method} {path} with the right token: {}",
+            r.text()
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_tokens_see_only_their_own_tasks() {
     let api = api().await;
-    api.send_as(Some(ADMIN), "PUT", "/functions/loop?timeout=60s", guests::LOOP).await;
-    let r = api.send_as(Some(APP), "POST", "/tasks", json!({"function": "loop"}).to_string()).await;
+    api.send_as(
+        Some(ADMIN),
+        "PUT",
+        "/functions/loop?timeout=60s",
+        guests::LOOP,
+    )
+    .await;
+    let r = api
+        .send_as(
+            Some(APP),
+            "POST",
+            "/tasks",
+            json!({"function": "loop"}).to_string(),
+        )
+        .await;
     let mine = r.json()["id"].as_str().unwrap().to_owned();
 
     // Another invoke token: the task does not exist for it.
-    for (method, path) in [("GET", format!("/tasks/{mine}")), ("GET", format!("/tasks/{mine}/result")), ("DELETE", format!("/tasks/{mine}"))] {
+    for (method, path) in [
+        ("GET", format!("/tasks/{mine}")),
+        ("GET", format!("/tasks/{mine}/result")),
+        ("DELETE", format!("/tasks/{mine}")),
+    ] {
         api.send_as(Some(OTHER), method, &path, Body::empty())
             .await
             .expect_error(StatusCode::NOT_FOUND, "task_not_found");
     }
-    let list = api.send_as(Some(OTHER), "GET", "/tasks", Body::empty()).await.json();
+    let list = api
+        .send_as(Some(OTHER), "GET", "/tasks", Body::empty())
+        .await
+        .json();
     assert_eq!(list["tasks"], json!([]));
     // Its owner sees it; the admin sees everything and may cancel it.
-    let list = api.send_as(Some(APP), "GET", "/tasks", Body::empty()).await.json();
+    let list = api
+        .send_as(Some(APP), "GET", "/tasks", Body::empty())
+        .await
+        .json();
     assert_eq!(list["tasks"][0]["id"], mine.as_str());
-    let list = api.send_as(Some(ADMIN), "GET", "/tasks", Body::empty()).await.json();
+    let list = api
+        .send_as(Some(ADMIN), "GET", "/tasks", Body::empty())
+        .await
+        .json();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
-    let r = api.send_as(Some(ADMIN), "DELETE", &format!("/tasks/{mine}"), Body::empty()).await;
+    let r = api
+        .send_as(
+            Some(ADMIN),
+            "DELETE",
+            &format!("/tasks/{mine}"),
+            Body::empty(),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["state"], "cancelled");
 }
@@ -117,14 +247,18 @@ async fn invoke_tokens_see_only_their_own_tasks() {
 async fn oversized_urls_headers_and_too_many_functions_are_refused() {
     let api = Api::with(|c| c.max_functions = 2).await;
     let long = format!("/functions/{}", "a".repeat(9000));
-    api.send("GET", &long, Body::empty()).await.expect_error(StatusCode::URI_TOO_LONG, "uri_too_long");
+    api.send("GET", &long, Body::empty())
+        .await
+        .expect_error(StatusCode::URI_TOO_LONG, "uri_too_long");
 
     let req = axum::http::Request::builder()
         .uri("/status")
         .header("x-big", "v".repeat(40 << 10))
         .body(Body::empty())
         .unwrap();
-    let resp = tower::ServiceExt::oneshot(api.router.clone(), req).await.unwrap();
+    let resp = tower::ServiceExt::oneshot(api.router.clone(), req)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 
     api.deploy("one", "executor=builtin", "echo").await;
@@ -133,10 +267,14 @@ async fn oversized_urls_headers_and_too_many_functions_are_refused() {
         .await
         .expect_error(StatusCode::CONFLICT, "too_many_functions");
     // A new revision of an existing function is still fine.
-    let r = api.send("PUT", "/functions/two?executor=builtin", "sha256").await;
+    let r = api
+        .send("PUT", "/functions/two?executor=builtin", "sha256")
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
 
     // JSON nested past serde_json's depth limit is a 400, not a crash.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    api.send("POST", "/tasks", deep).await.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    api.send("POST", "/tasks", deep)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
 }

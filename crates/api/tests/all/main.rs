@@ -14,10 +14,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-mod hostile;
-mod openapi;
 mod auth;
+mod hostile;
 mod metrics;
+mod openapi;
 mod tasks;
 
 struct Api {
@@ -95,7 +95,13 @@ impl Api {
     }
 
     /// Sends with `Authorization: Bearer <token>` when given.
-    async fn send_as(&self, token: Option<&str>, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
+    async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        uri: &str,
+        body: impl Into<Body>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));

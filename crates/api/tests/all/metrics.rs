@@ -29,36 +29,87 @@ async fn metrics_count_the_workload_exactly() {
         assert_eq!(api.run("echo", "x").await.status, StatusCode::OK);
     }
     for _ in 0..2 {
-        api.run("exit3", "").await.expect_error(StatusCode::INTERNAL_SERVER_ERROR, "guest_exit");
+        api.run("exit3", "")
+            .await
+            .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "guest_exit");
     }
-    api.run("ghost", "").await.expect_error(StatusCode::NOT_FOUND, "function_not_found");
+    api.run("ghost", "")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "function_not_found");
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = api.send("POST", "/tasks", json!({"function": "echo", "input": "t"}).to_string()).await;
+        let r = api
+            .send(
+                "POST",
+                "/tasks",
+                json!({"function": "echo", "input": "t"}).to_string(),
+            )
+            .await;
         ids.push(r.json()["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let v = api.send("GET", &format!("/tasks/{id}?wait=10"), Body::empty()).await.json();
+        let v = api
+            .send("GET", &format!("/tasks/{id}?wait=10"), Body::empty())
+            .await
+            .json();
         assert_eq!(v["state"], "succeeded");
     }
 
     let r = api.send("GET", "/metrics", Body::empty()).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.header("content-type").unwrap().contains("openmetrics-text"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .contains("openmetrics-text")
+    );
     let text = r.text();
     let m = samples(&text);
-    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no sample {k} in:\n{text}"));
-    assert_eq!(get(r#"colony_invocations_total{function="echo",kind="call",outcome="succeeded"}"#), 5.0);
-    assert_eq!(get(r#"colony_invocations_total{function="exit3",kind="call",outcome="guest_exit"}"#), 2.0);
-    assert_eq!(get(r#"colony_invocations_total{function="echo",kind="task",outcome="succeeded"}"#), 3.0);
-    assert_eq!(get(r#"colony_invocation_duration_seconds_count{function="echo",kind="call"}"#), 5.0);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no sample {k} in:\n{text}"))
+    };
+    assert_eq!(
+        get(r#"colony_invocations_total{function="echo",kind="call",outcome="succeeded"}"#),
+        5.0
+    );
+    assert_eq!(
+        get(r#"colony_invocations_total{function="exit3",kind="call",outcome="guest_exit"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"colony_invocations_total{function="echo",kind="task",outcome="succeeded"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"colony_invocation_duration_seconds_count{function="echo",kind="call"}"#),
+        5.0
+    );
     assert_eq!(get(r#"colony_tasks_submitted_total{function="echo"}"#), 3.0);
-    assert_eq!(get(r#"colony_tasks_finished_total{function="echo",state="succeeded"}"#), 3.0);
-    assert_eq!(get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="200"}"#), 5.0);
-    assert_eq!(get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="500"}"#), 2.0);
-    assert_eq!(get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="404"}"#), 1.0);
-    assert_eq!(get(r#"colony_http_requests_total{method="POST",route="/tasks",status="202"}"#), 3.0);
-    assert_eq!(get(r#"colony_http_requests_total{method="PUT",route="/functions/{name}",status="201"}"#), 2.0);
+    assert_eq!(
+        get(r#"colony_tasks_finished_total{function="echo",state="succeeded"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="200"}"#),
+        5.0
+    );
+    assert_eq!(
+        get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="500"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"colony_http_requests_total{method="POST",route="/run/{target}",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"colony_http_requests_total{method="POST",route="/tasks",status="202"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"colony_http_requests_total{method="PUT",route="/functions/{name}",status="201"}"#),
+        2.0
+    );
     assert_eq!(get(r#"colony_queue_wait_seconds_count"#), 7.0);
     assert_eq!(get("colony_functions"), 2.0);
     assert_eq!(get("colony_revisions"), 2.0);

@@ -431,7 +431,14 @@ fn json_logs_have_one_line_per_request_and_task_transition() {
     use std::io::{BufRead, BufReader};
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("data"))
         .env("COLONY_LOG", "info")
         .stdout(std::process::Stdio::piped())
@@ -441,16 +448,29 @@ fn json_logs_have_one_line_per_request_and_task_transition() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = Client::new(&url).unwrap();
-        let opts = colony_client::DeployOptions { executor: Some("builtin".into()), ..Default::default() };
+        let opts = colony_client::DeployOptions {
+            executor: Some("builtin".into()),
+            ..Default::default()
+        };
         client.deploy("echo", "echo", &opts).await.unwrap();
         client.invoke("echo", "hi").await.unwrap();
-        let req = colony_core::wire::SubmitTask { function: "echo".into(), ..Default::default() };
+        let req = colony_core::wire::SubmitTask {
+            function: "echo".into(),
+            ..Default::default()
+        };
         let id = client.submit(&req).await.unwrap().id;
-        client.wait_task(id.as_str(), Duration::from_secs(10)).await.unwrap();
+        client
+            .wait_task(id.as_str(), Duration::from_secs(10))
+            .await
+            .unwrap();
     });
     let _ = child.kill();
     let mut stderr = String::new();
