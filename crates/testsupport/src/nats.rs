@@ -103,8 +103,8 @@ impl NatsServer {
             if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() {
-                    if let Some(json) = line.strip_prefix("INFO ") {
+                if BufReader::new(stream).read_line(&mut line).is_ok()
+                    && let Some(json) = line.strip_prefix("INFO ") {
                         let field = |name: &str| {
                             let key = format!("\"{name}\":");
                             json.split(&key).nth(1).map(|rest| {
@@ -121,7 +121,6 @@ impl NatsServer {
                             jetstream: field("jetstream").as_deref() == Some("true"),
                         };
                     }
-                }
             }
             assert!(
                 Instant::now() < deadline,
