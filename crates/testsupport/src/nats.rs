@@ -104,23 +104,24 @@ impl NatsServer {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut line = String::new();
                 if BufReader::new(stream).read_line(&mut line).is_ok()
-                    && let Some(json) = line.strip_prefix("INFO ") {
-                        let field = |name: &str| {
-                            let key = format!("\"{name}\":");
-                            json.split(&key).nth(1).map(|rest| {
-                                rest.trim_start()
-                                    .trim_start_matches('"')
-                                    .split(['"', ',', '}'])
-                                    .next()
-                                    .unwrap_or("")
-                                    .to_owned()
-                            })
-                        };
-                        return ServerInfo {
-                            version: field("version").unwrap_or_default(),
-                            jetstream: field("jetstream").as_deref() == Some("true"),
-                        };
-                    }
+                    && let Some(json) = line.strip_prefix("INFO ")
+                {
+                    let field = |name: &str| {
+                        let key = format!("\"{name}\":");
+                        json.split(&key).nth(1).map(|rest| {
+                            rest.trim_start()
+                                .trim_start_matches('"')
+                                .split(['"', ',', '}'])
+                                .next()
+                                .unwrap_or("")
+                                .to_owned()
+                        })
+                    };
+                    return ServerInfo {
+                        version: field("version").unwrap_or_default(),
+                        jetstream: field("jetstream").as_deref() == Some("true"),
+                    };
+                }
             }
             assert!(
                 Instant::now() < deadline,

@@ -24,7 +24,7 @@ use colony_core::{
 use colony_engine::CancellationToken;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::blobs::Blobs;
 use crate::error::{Error, Result};
@@ -268,6 +268,25 @@ impl Tasks {
 
     /// Inserts a task for `revision`; resolves once it is committed.
     pub(crate) async fn submit(
+        self: &Arc<Self>,
+        function: FunctionName,
+        revision: RevisionId,
+        max_attempts: u32,
+        s: Submission,
+    ) -> Result<Submitted> {
+        // Runs apart from the request: if the client goes away while the
+        // insert commits, the task is still queued for dispatch (or
+        // forgotten when the insert failed), never left half-known.
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.submit_detached(function, revision, max_attempts, s)
+                .await
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    async fn submit_detached(
         &self,
         function: FunctionName,
         revision: RevisionId,
@@ -444,15 +463,11 @@ impl Tasks {
         let next = TaskState::Running.apply(event).map_err(Error::internal)?;
         if next == TaskState::Queued {
             let not_before = now + retry.backoff(attempts + 1).as_millis() as i64;
-            self.store
-                .change(
-                    live.id.clone(),
-                    Change::Requeue {
-                        not_before_ms: not_before,
-                        error,
-                    },
-                )
-                .await?;
+            let change = Change::Requeue {
+                not_before_ms: not_before,
+                error,
+            };
+            self.record(live, change).await;
             live.state.lock().state = TaskState::Queued;
             self.running.fetch_sub(1, Ordering::AcqRel);
             let _ = live.watch.send(TaskState::Queued);
@@ -469,34 +484,78 @@ impl Tasks {
             }
             return Ok(next);
         }
-        let stored = match output {
-            None => StoredOutput::None,
-            Some(out) if out.len() <= self.config.result_inline_max => StoredOutput::Inline(out),
+        let (next, error, stored) = match output {
+            None => (next, error, StoredOutput::None),
+            Some(out) if out.len() <= self.config.result_inline_max => {
+                (next, error, StoredOutput::Inline(out))
+            }
             Some(out) => {
                 let (results, id, len) = (self.results.clone(), live.id.clone(), out.len() as u64);
-                tokio::task::spawn_blocking(move || results.put(id.as_str(), &out))
-                    .await
-                    .map_err(Error::internal)??;
-                StoredOutput::File(len)
+                let put = tokio::task::spawn_blocking(move || results.put(id.as_str(), &out)).await;
+                match put {
+                    Ok(Ok(())) => (next, error, StoredOutput::File(len)),
+                    // The result cannot be kept: the task fails (for good:
+                    // rerunning would not make room) with the reason.
+                    failed => {
+                        let cause = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                            Ok(Ok(())) => unreachable!(),
+                        };
+                        error!(task = %live.id, cause = %cause, "cannot store a task result");
+                        let event = TaskEvent::Fail {
+                            retryable: false,
+                            attempts_left: false,
+                        };
+                        let failed = TaskState::Running.apply(event).map_err(Error::internal)?;
+                        let e = TaskError {
+                            code: colony_core::ErrorCode::Internal.as_str().to_owned(),
+                            message: format!(
+                                "the worker could not store the result ({len} bytes): {cause}"
+                            ),
+                            exit_code: None,
+                            stderr_tail: None,
+                        };
+                        (failed, Some(e), StoredOutput::None)
+                    }
+                }
             }
         };
         let expires = now.saturating_add(self.config.ttl.as_millis() as i64);
-        self.store
-            .change(
-                live.id.clone(),
-                Change::Finish {
-                    from: TaskState::Running,
-                    to: next,
-                    at_ms: now,
-                    expires_ms: expires,
-                    error,
-                    output: stored,
-                },
-            )
-            .await?;
+        let change = Change::Finish {
+            from: TaskState::Running,
+            to: next,
+            at_ms: now,
+            expires_ms: expires,
+            error,
+            output: stored,
+        };
+        self.record(live, change).await;
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.settle(live, next);
         Ok(next)
+    }
+
+    /// Commits how an attempt ended, retrying (with a capped backoff) as
+    /// long as the store refuses: the task stays `running` in memory and
+    /// in the store meanwhile, so nothing disagrees and nothing is lost;
+    /// if the process dies first, recovery requeues it.
+    async fn record(&self, live: &Live, change: Change) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.store.change(live.id.clone(), change.clone()).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    warn!(task = %live.id, "the task store did not have this task running; recorded its end anyway");
+                    return;
+                }
+                Err(e) => {
+                    error!(task = %live.id, cause = %e, retry_in = ?delay, "cannot record how a task attempt ended; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// A task reached `state` (committed): forget it and tell waiters.
@@ -582,9 +641,20 @@ impl Tasks {
             });
         };
         let was = live.state.lock().state;
+        if was == TaskState::Running {
+            // Kept, so a crash before the guest stops does not rerun it.
+            let (me, id2) = (self.clone(), id.clone());
+            let _ = tokio::spawn(async move { me.store.change(id2, Change::RequestCancel).await })
+                .await;
+        }
         live.cancel.cancel();
         if was == TaskState::Queued {
-            self.cancel_queued(&live).await?;
+            // Apart from the request, so a dropped request cannot leave the
+            // cancel committed but not applied in memory.
+            let (me, l) = (self.clone(), live.clone());
+            tokio::spawn(async move { me.cancel_queued(&l).await })
+                .await
+                .map_err(Error::internal)??;
         }
         // Running (or it started meanwhile): the guest stops at the next
         // epoch and its runner records the cancellation.
@@ -625,10 +695,22 @@ impl Tasks {
             error: None,
             output: StoredOutput::None,
         };
-        if self.store.change(live.id.clone(), change).await? {
-            self.settle(live, next);
+        match self.store.change(live.id.clone(), change).await {
+            Ok(true) => {
+                self.settle(live, next);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                // Not cancelled after all: it may run again.
+                live.state.lock().cancelling = false;
+                self.queue
+                    .lock()
+                    .push(live.id.clone(), live.priority, None, 0);
+                self.wake.notify_one();
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Whether a task is ready to run now, and when the next delayed

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     output_in_file  INTEGER NOT NULL DEFAULT 0,
     idempotency_key TEXT,
     expires_ms      INTEGER,
-    owner           TEXT
+    owner           TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
@@ -121,7 +122,7 @@ pub(crate) enum ResultRow {
 
 /// A change to one task. Each carries the state it expects the task to be
 /// in, so a write that raced with another changes nothing.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Change {
     Start {
         attempts: u32,
@@ -140,6 +141,9 @@ pub(crate) enum Change {
         not_before_ms: i64,
         error: Option<TaskError>,
     },
+    /// A cancel of a running task, kept so that a crash before the guest
+    /// stops does not run it again.
+    RequestCancel,
 }
 
 enum Write {
@@ -231,6 +235,14 @@ impl TaskStore {
             .exists([])?;
         if !has_owner {
             conn.execute_batch("ALTER TABLE tasks ADD COLUMN owner TEXT")?;
+        }
+        let has_cancel: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'cancel_requested'")?
+            .exists([])?;
+        if !has_cancel {
+            conn.execute_batch(
+                "ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+            )?;
         }
         let recovered = recover(&mut conn, ttl_ms, retries_lost)?;
         let queued = load_queued(&conn)?;
@@ -375,20 +387,32 @@ fn recover(
     retries_lost: impl Fn(&str, &str) -> bool,
 ) -> Result<usize> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let running: Vec<(String, String, String, u32, u32)> = {
-        let mut stmt =
-            tx.prepare("SELECT id, function, revision, attempts, max_attempts FROM tasks WHERE state = 'running'")?;
+    let running: Vec<(String, String, String, u32, u32, bool)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, function, revision, attempts, max_attempts, cancel_requested FROM tasks WHERE state = 'running'",
+        )?;
         stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?
     };
     let now = crate::store::now_ms();
     let lost = serde_json::to_string(&TaskError::worker_lost()).expect("serializes");
-    for (id, function, revision, attempts, max_attempts) in &running {
-        let event = colony_core::TaskEvent::Fail {
-            retryable: retries_lost(function, revision),
-            attempts_left: attempts < max_attempts,
+    for (id, function, revision, attempts, max_attempts, cancel_requested) in &running {
+        let event = if *cancel_requested {
+            colony_core::TaskEvent::Cancel
+        } else {
+            colony_core::TaskEvent::Fail {
+                retryable: retries_lost(function, revision),
+                attempts_left: attempts < max_attempts,
+            }
         };
         let next = TaskState::Running.apply(event).map_err(Error::internal)?;
         if next == TaskState::Queued {
@@ -397,9 +421,10 @@ fn recover(
                 params![id, lost],
             )?;
         } else {
+            let error = (next != TaskState::Cancelled).then_some(&lost);
             tx.execute(
                 "UPDATE tasks SET state = ?2, error = ?3, finished_ms = ?4, expires_ms = ?5 WHERE id = ?1",
-                params![id, next.as_str(), lost, now, now.saturating_add(ttl_ms)],
+                params![id, next.as_str(), error, now, now.saturating_add(ttl_ms)],
             )?;
         }
     }
@@ -445,58 +470,129 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
 
 enum Reply {
     Insert(oneshot::Sender<Result<Inserted>>, Result<Inserted>),
-    Change(Option<oneshot::Sender<Result<bool>>>, Result<bool>),
+    Change(oneshot::Sender<Result<bool>>, Result<bool>),
     Sweep(
         oneshot::Sender<Result<Vec<(TaskId, bool)>>>,
         Result<Vec<(TaskId, bool)>>,
     ),
+    /// A change nobody waits for (a task start): applied, or to retry.
+    Later(TaskId, Change),
 }
 
+/// The writer thread: batches, one transaction and one commit per batch.
+///
+/// If the transaction is lost (the commit fails, or a statement fails in
+/// a way that rolls the whole transaction back: a full disk, an I/O
+/// error), every write of the batch is told it failed, none is told it
+/// succeeded; writes not yet applied go to the next batch, and so do
+/// changes nobody waits for, which would otherwise be lost silently.
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Write>, metrics: Option<Arc<Metrics>>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    let mut pending: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(w) => pending.push_back(w),
+                Err(_) => return,
+            }
+        }
+        while pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => pending.push_back(w),
                 Err(_) => break,
             }
         }
-        let mut replies = Vec::with_capacity(batch.len());
-        let started = std::time::Instant::now();
+        let batch: Vec<Write> = pending.drain(..).collect();
         let size = batch.len();
-        let committed = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for w in batch {
-                replies.push(match w {
-                    Write::Insert(t, reply) => Reply::Insert(reply, insert(&tx, &t)),
-                    Write::Change(id, c, reply) => Reply::Change(reply, change(&tx, &id, c)),
-                    Write::Sweep(now, reply) => Reply::Sweep(reply, sweep(&tx, now)),
-                });
+        let started = std::time::Instant::now();
+        let mut replies = Vec::with_capacity(size);
+        let mut not_applied = Vec::new();
+        let committed: rusqlite::Result<()> = match conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
+            Err(e) => {
+                // Nothing was applied: those who wait hear so at once;
+                // changes nobody waits for are tried again.
+                for w in batch {
+                    replies.push(match w {
+                        Write::Insert(_, reply) => Reply::Insert(reply, Ok(Inserted::Created)),
+                        Write::Change(_, _, Some(reply)) => Reply::Change(reply, Ok(false)),
+                        Write::Change(id, c, None) => Reply::Later(id, c),
+                        Write::Sweep(_, reply) => Reply::Sweep(reply, Ok(Vec::new())),
+                    });
+                }
+                Err(e)
             }
-            tx.commit()
-        })();
+            Ok(tx) => {
+                let mut lost = None;
+                for w in batch {
+                    if lost.is_some() {
+                        not_applied.push(w);
+                        continue;
+                    }
+                    replies.push(match w {
+                        Write::Insert(t, reply) => Reply::Insert(reply, insert(&tx, &t)),
+                        Write::Change(id, c, Some(reply)) => {
+                            Reply::Change(reply, change(&tx, &id, c))
+                        }
+                        Write::Change(id, c, None) => {
+                            let res = change(&tx, &id, c.clone());
+                            if let Err(e) = res {
+                                error!(task = %id, cause = %e, "a task change failed");
+                            }
+                            Reply::Later(id, c)
+                        }
+                        Write::Sweep(now, reply) => Reply::Sweep(reply, sweep(&tx, now)),
+                    });
+                    if tx.is_autocommit() {
+                        lost = Some(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                            Some("the transaction was rolled back by a failed statement".into()),
+                        ));
+                    }
+                }
+                match lost {
+                    Some(e) => {
+                        drop(tx);
+                        Err(e)
+                    }
+                    None => tx.commit(),
+                }
+            }
+        };
         if let Some(m) = &metrics {
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
             m.commit_batch.observe(size as f64);
         }
-        let failed = |e: &rusqlite::Error| Error::Internal(format!("task store commit: {e}"));
         if let Err(e) = &committed {
-            error!(cause = %e, "task store commit failed");
+            error!(cause = %e, writes = size, "task store commit failed; the batch is refused");
         }
+        let failed = |e: &rusqlite::Error| Error::Internal(format!("task store commit: {e}"));
+        let mut retry = Vec::new();
         for r in replies {
             match r {
                 Reply::Insert(tx, res) => {
                     let _ = tx.send(committed.as_ref().map_err(failed).and(res));
                 }
                 Reply::Change(tx, res) => {
-                    if let Some(tx) = tx {
-                        let _ = tx.send(committed.as_ref().map_err(failed).and(res));
-                    }
+                    let _ = tx.send(committed.as_ref().map_err(failed).and(res));
                 }
                 Reply::Sweep(tx, res) => {
                     let _ = tx.send(committed.as_ref().map_err(failed).and(res));
                 }
+                Reply::Later(id, c) => {
+                    if committed.is_err() {
+                        retry.push(Write::Change(id, c, None));
+                    }
+                }
             }
+        }
+        // Unapplied writes and lost starts go first into the next batch,
+        // in their order.
+        for w in retry.into_iter().chain(not_applied).rev() {
+            pending.push_front(w);
+        }
+        if committed.is_err() {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -591,6 +687,12 @@ fn change(tx: &rusqlite::Transaction<'_>, id: &TaskId, c: Change) -> Result<bool
             )?;
             stmt.execute(params![id.as_str(), not_before_ms, error])?
         }
+        Change::RequestCancel => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE tasks SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+            )?;
+            stmt.execute(params![id.as_str()])?
+        }
     };
     Ok(n == 1)
 }
@@ -639,7 +741,8 @@ mod tests {
         let last_try = new_task(1, None);
         let more = new_task(3, Some("k"));
         let never = new_task(3, None);
-        for t in [&last_try, &more, &never] {
+        let stopping = new_task(3, None);
+        for t in [&last_try, &more, &never, &stopping] {
             assert!(matches!(
                 store.insert(t.clone()).await.unwrap(),
                 Inserted::Created
@@ -650,7 +753,7 @@ mod tests {
             Inserted::Existing(id, TaskState::Queued) => assert_eq!(id, more.id),
             other => panic!("{other:?}"),
         }
-        for t in [&last_try, &more] {
+        for t in [&last_try, &more, &stopping] {
             let start = Change::Start {
                 attempts: 1,
                 started_ms: 2,
@@ -658,6 +761,13 @@ mod tests {
             };
             assert!(store.change(t.id.clone(), start).await.unwrap());
         }
+        // A cancel asked while it ran.
+        assert!(
+            store
+                .change(stopping.id.clone(), Change::RequestCancel)
+                .await
+                .unwrap()
+        );
         // A change from the wrong state changes nothing.
         let requeue = Change::Requeue {
             not_before_ms: 0,
@@ -668,7 +778,10 @@ mod tests {
 
         // The process "died" with two tasks running.
         let (store, queued, recovered) = TaskStore::open(&db, 1000, |_, _| true, None).unwrap();
-        assert_eq!(recovered, 2);
+        assert_eq!(recovered, 3);
+        let cancelled = store.get(&stopping.id).unwrap().unwrap();
+        assert_eq!(cancelled.state, TaskState::Cancelled);
+        assert!(cancelled.error.is_none());
         let ids: Vec<_> = queued.iter().map(|q| q.id.clone()).collect();
         assert_eq!(ids, [more.id.clone(), never.id.clone()]);
         assert_eq!(queued[0].attempts, 1, "the lost attempt counts");
@@ -688,7 +801,9 @@ mod tests {
                 .is_empty()
         );
         let swept = store.sweep(dead.finished_ms.unwrap() + 1000).await.unwrap();
-        assert_eq!(swept, [(last_try.id.clone(), false)]);
+        let mut swept: Vec<TaskId> = swept.into_iter().map(|(id, _)| id).collect();
+        swept.sort();
+        assert_eq!(swept, [last_try.id.clone(), stopping.id.clone()]);
         assert!(store.get(&last_try.id).unwrap().is_none());
     }
 }

@@ -74,12 +74,14 @@ pub struct Worker {
 /// parked tasks of that function run.
 #[derive(Debug)]
 struct GatePermit {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     tasks: Arc<Tasks>,
 }
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
+        // Free the slot first, so a parked task woken now can take it.
+        drop(self.permit.take());
         self.tasks.unpark();
     }
 }
@@ -289,7 +291,7 @@ impl Worker {
                 let gate = self.gate(&rev.function, limit);
                 match tokio::time::timeout(self.config.max_queue_wait, gate.acquire_owned()).await {
                     Ok(Ok(permit)) => Some(GatePermit {
-                        _permit: permit,
+                        permit: Some(permit),
                         tasks: self.tasks.clone(),
                     }),
                     _ => {
@@ -756,7 +758,7 @@ impl Worker {
                 .try_acquire_owned()
                 .map(|p| {
                     Some(GatePermit {
-                        _permit: p,
+                        permit: Some(p),
                         tasks: self.tasks.clone(),
                     })
                 })

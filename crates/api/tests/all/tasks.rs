@@ -497,3 +497,70 @@ async fn calls_are_not_starved_by_a_flood_of_tasks() {
     let s = api.send("GET", "/status", Body::empty()).await.json();
     assert!(s["tasks"]["queued"].as_u64().unwrap() > 50, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_whose_client_went_away_still_runs() {
+    let api = Api::new().await;
+    api.deploy("echo", "executor=builtin", "echo").await;
+    // Hold the database's write lock so the submit waits for its commit.
+    let db = api.worker.config().data_dir.join("colony.db");
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let body = json!({"function": "echo", "input": "late", "idempotency_key": "gone"}).to_string();
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        api.send("POST", "/tasks", body.clone()),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the submit should still be waiting for the lock"
+    );
+    lock.execute_batch("COMMIT").unwrap();
+    drop(lock);
+    // The task was committed after its client left; it runs all the same.
+    let r = api.submit(serde_json::from_str(&body).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let t = api.finished(&id).await;
+    assert_eq!(t["state"], "succeeded", "{t}");
+    let s = api.send("GET", "/status", Body::empty()).await.json();
+    assert_eq!(s["tasks"]["queued"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_that_cannot_be_stored_fails_the_task_cleanly() {
+    let api = Api::with(|c| c.tasks.result_inline_max = 16).await;
+    api.deploy("echo", "executor=builtin", "echo").await;
+    // Make the results directory unusable.
+    let results = api.worker.config().data_dir.join("results");
+    std::fs::remove_dir_all(&results).unwrap();
+    std::fs::write(&results, b"not a directory").unwrap();
+    let id = api
+        .submit_ok(json!({"function": "echo", "input": "x".repeat(100)}))
+        .await;
+    let t = api.finished(&id).await;
+    assert_eq!(t["state"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], "internal");
+    assert!(
+        t["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not store the result"),
+        "{t}"
+    );
+    let s = api.send("GET", "/status", Body::empty()).await.json();
+    assert_eq!(
+        (
+            s["tasks"]["running"].as_u64(),
+            s["tasks"]["queued"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    // Small results still work.
+    let id = api
+        .submit_ok(json!({"function": "echo", "input": "ok"}))
+        .await;
+    assert_eq!(api.finished(&id).await["state"], "succeeded");
+}
