@@ -15,7 +15,6 @@ use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId, TaskError, Ta
 use colony_engine::{CancellationToken, Engine, EngineConfig};
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::blobs::Blobs;
@@ -67,22 +66,59 @@ pub struct Worker {
     tasks: Arc<Tasks>,
     metrics: Arc<crate::metrics::Metrics>,
     /// Per-function concurrency limits: (limit, permits).
-    gates: Mutex<HashMap<FunctionName, (u32, Arc<Semaphore>)>>,
+    gates: Mutex<HashMap<FunctionName, Arc<Gate>>>,
 }
 
 /// A slot under a function's own concurrency limit; freeing it lets
 /// parked tasks of that function run.
 #[derive(Debug)]
 struct GatePermit {
-    permit: Option<OwnedSemaphorePermit>,
+    gate: Arc<Gate>,
     tasks: Arc<Tasks>,
 }
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
         // Free the slot first, so a parked task woken now can take it.
-        drop(self.permit.take());
+        self.gate.leave();
         self.tasks.unpark();
+    }
+}
+
+/// How many invocations of one function run now, across its revisions.
+/// Each invocation is admitted under the limit of the revision it runs,
+/// so revisions with different limits never oversubscribe either.
+#[derive(Debug, Default)]
+struct Gate {
+    running: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn try_enter(&self, limit: u32) -> bool {
+        let limit = limit as usize;
+        self.running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    async fn enter(&self, limit: u32) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.try_enter(limit) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
     }
 }
 
@@ -288,10 +324,10 @@ impl Worker {
         let _gate = match rev.row.manifest.concurrency {
             0 => None,
             limit => {
-                let gate = self.gate(&rev.function, limit);
-                match tokio::time::timeout(self.config.max_queue_wait, gate.acquire_owned()).await {
-                    Ok(Ok(permit)) => Some(GatePermit {
-                        permit: Some(permit),
+                let gate = self.gate(&rev.function);
+                match tokio::time::timeout(self.config.max_queue_wait, gate.enter(limit)).await {
+                    Ok(()) => Some(GatePermit {
+                        gate,
                         tasks: self.tasks.clone(),
                     }),
                     _ => {
@@ -534,6 +570,7 @@ impl Worker {
             .await
             .map_err(Error::internal)??;
         self.index.remove(name);
+        self.gates.lock().remove(name);
         for sha in &orphaned {
             self.blobs.remove(sha);
             self.engine.forget(sha);
@@ -603,16 +640,12 @@ impl Worker {
         self.tasks.wake.notify_one();
     }
 
-    fn gate(&self, function: &FunctionName, limit: u32) -> Arc<Semaphore> {
-        let mut gates = self.gates.lock();
-        match gates.get(function) {
-            Some((l, sem)) if *l == limit => sem.clone(),
-            _ => {
-                let sem = Arc::new(Semaphore::new(limit as usize));
-                gates.insert(function.clone(), (limit, sem.clone()));
-                sem
-            }
-        }
+    fn gate(&self, function: &FunctionName) -> Arc<Gate> {
+        self.gates
+            .lock()
+            .entry(function.clone())
+            .or_default()
+            .clone()
     }
 
     /// Submits a task; resolves once it is durably committed.
@@ -753,16 +786,17 @@ impl Worker {
         };
         match rev.row.manifest.concurrency {
             0 => Ok(None),
-            limit => self
-                .gate(&live.function, limit)
-                .try_acquire_owned()
-                .map(|p| {
-                    Some(GatePermit {
-                        permit: Some(p),
+            limit => {
+                let gate = self.gate(&live.function);
+                if gate.try_enter(limit) {
+                    Ok(Some(GatePermit {
+                        gate,
                         tasks: self.tasks.clone(),
-                    })
-                })
-                .map_err(|_| ()),
+                    }))
+                } else {
+                    Err(())
+                }
+            }
         }
     }
 
@@ -883,4 +917,37 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+
+    #[tokio::test]
+    async fn a_gate_admits_each_call_under_its_own_limit() {
+        let g = Gate::default();
+        assert!(g.try_enter(2));
+        assert!(
+            !g.try_enter(1),
+            "a revision limited to 1 waits while another runs"
+        );
+        assert!(g.try_enter(2));
+        assert!(!g.try_enter(2));
+        g.leave();
+        assert!(g.try_enter(2));
+        g.leave();
+        g.leave();
+        // A waiter is woken when a slot frees.
+        assert!(g.try_enter(1));
+        let g = std::sync::Arc::new(g);
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move { g2.enter(1).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        g.leave();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
