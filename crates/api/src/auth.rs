@@ -9,6 +9,7 @@
 //! Tokens are compared by their sha256 digests in constant time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use colony_core::ErrorCode;
@@ -45,12 +46,26 @@ struct Token {
     name: Arc<str>,
     scope: Scope,
     digest: [u8; 32],
+    /// Requests of this token in flight now.
+    inflight: Arc<AtomicUsize>,
 }
 
 /// The configured tokens; empty means open.
 #[derive(Debug, Default)]
 pub struct Auth {
     tokens: Vec<Token>,
+    /// Most requests in flight per token; 0 for no limit.
+    max_inflight: usize,
+}
+
+/// A request counted against its token's in-flight limit; released on drop.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Who is calling, once authenticated.
@@ -60,6 +75,7 @@ pub struct Caller {
     pub name: Option<Arc<str>>,
     /// Whether the caller may act on everything (an admin token, or open).
     pub admin: bool,
+    inflight: Option<Arc<AtomicUsize>>,
 }
 
 impl Caller {
@@ -101,9 +117,40 @@ impl Auth {
                 name: name.into(),
                 scope,
                 digest: digest(&secret),
+                inflight: Arc::default(),
             });
         }
-        Ok(Self { tokens: out })
+        Ok(Self {
+            tokens: out,
+            max_inflight: 0,
+        })
+    }
+
+    /// Limits each token to `n` requests in flight (0: no limit); more
+    /// are refused with 429 `too_many_requests`.
+    pub fn with_max_inflight(mut self, n: usize) -> Self {
+        self.max_inflight = n;
+        self
+    }
+
+    /// Counts a request against its caller's token, or refuses it.
+    pub(crate) fn admit(&self, caller: &Caller) -> Result<Option<InFlight>, ApiError> {
+        let (Some(counter), n) = (&caller.inflight, self.max_inflight) else {
+            return Ok(None);
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        if counter.fetch_add(1, Ordering::AcqRel) >= n {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                format!("this token has {n} requests in flight, its limit; retry when one ends"),
+            )
+            .with_retry_after(1));
+        }
+        Ok(Some(InFlight(counter.clone())))
     }
 
     /// Whether no token is configured.
@@ -131,6 +178,7 @@ impl Auth {
             return Ok(Caller {
                 name: None,
                 admin: true,
+                inflight: None,
             });
         }
         let presented = headers
@@ -158,6 +206,7 @@ impl Auth {
                 None => Ok(Caller {
                     name: None,
                     admin: false,
+                    inflight: None,
                 }),
                 Some(_) => Err(unauthorized(presented.is_some())),
             };
@@ -165,6 +214,7 @@ impl Auth {
         let caller = Caller {
             name: Some(token.name.clone()),
             admin: token.scope == Scope::Admin,
+            inflight: Some(token.inflight.clone()),
         };
         match need {
             Some(scope) if token.scope < scope => Err(ApiError::new(

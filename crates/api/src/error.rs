@@ -38,6 +38,12 @@ impl ApiError {
         }
     }
 
+    /// Adds `Retry-After: secs`.
+    pub(crate) fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// Adds `WWW-Authenticate: Bearer` (for 401s).
     pub(crate) fn with_www_authenticate(mut self) -> Self {
         self.www_authenticate = true;

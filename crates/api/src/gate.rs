@@ -92,8 +92,13 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     let (resp, caller) = match checked {
         Ok(caller) => {
             let name = caller.name.clone();
-            req.extensions_mut().insert(caller);
-            (next.run(req).await, name)
+            match state.auth.admit(&caller) {
+                Ok(_inflight) => {
+                    req.extensions_mut().insert(caller);
+                    (next.run(req).await, name)
+                }
+                Err(e) => (e.into_response(), name),
+            }
         }
         Err(e) => (e.into_response(), None),
     };

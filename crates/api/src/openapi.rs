@@ -147,7 +147,7 @@ pub(crate) const BEARER: &str = "bearer";
 /// Answers of the layer in front of every route (the gate): (status,
 /// component name, description). 401 only where a token is needed, 403
 /// only where an `invoke` token is not enough.
-const SHARED: [(&str, &str, &str); 4] = [
+const SHARED: [(&str, &str, &str); 5] = [
     (
         "401",
         "Unauthorized",
@@ -159,6 +159,12 @@ const SHARED: [(&str, &str, &str); 4] = [
         "Forbidden",
         "`forbidden`: the token is valid but its scope (`invoke`) does not allow this; \
          it needs an `admin` token.",
+    ),
+    (
+        "429",
+        "TooManyRequests",
+        "`too_many_requests`: the token has as many requests in flight as the worker allows \
+         it (`max_inflight_per_token`); `Retry-After` says when to retry.",
     ),
     (
         "414",
@@ -240,6 +246,7 @@ fn add_shared(op: &mut Operation, scope: Option<Scope>) {
         let applies = match status {
             "401" => scope.is_some(),
             "403" => scope == Some(Scope::Admin),
+            "429" => scope.is_some(),
             _ => true,
         };
         if applies {

@@ -41,6 +41,7 @@ pub(crate) struct RawConfig {
     pub(crate) sweep_interval: Option<String>,
     pub(crate) result_inline_max: Option<String>,
     pub(crate) max_functions: Option<usize>,
+    pub(crate) max_inflight_per_token: Option<usize>,
     pub(crate) log_format: Option<String>,
     /// Tokens from the file: `[[tokens]]` tables.
     #[serde(default)]
@@ -93,6 +94,7 @@ impl RawConfig {
             sweep_interval: over.sweep_interval.or(self.sweep_interval),
             result_inline_max: over.result_inline_max.or(self.result_inline_max),
             max_functions: over.max_functions.or(self.max_functions),
+            max_inflight_per_token: over.max_inflight_per_token.or(self.max_inflight_per_token),
             log_format: over.log_format.or(self.log_format),
             tokens: [self.tokens, over.tokens].concat(),
             admin_tokens: [self.admin_tokens, over.admin_tokens].concat(),
@@ -190,7 +192,9 @@ impl RawConfig {
                 tokens.push((format!("{kind}-{}", i + 1), secret.to_owned(), scope));
             }
         }
-        let auth = Auth::new(tokens).map_err(|e| anyhow::anyhow!("tokens: {e}"))?;
+        let auth = Auth::new(tokens)
+            .map_err(|e| anyhow::anyhow!("tokens: {e}"))?
+            .with_max_inflight(self.max_inflight_per_token.unwrap_or(0));
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,

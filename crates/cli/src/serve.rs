@@ -87,6 +87,9 @@ pub(crate) struct Args {
         hide_env_values = true
     )]
     invoke_token: Vec<String>,
+    /// Most requests in flight per token; more get 429 [default: 0, no limit].
+    #[arg(long, env = "COLONY_MAX_INFLIGHT_PER_TOKEN", value_name = "N")]
+    max_inflight_per_token: Option<usize>,
     /// Log lines as text or json [default: text].
     #[arg(long, env = "COLONY_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
@@ -112,6 +115,7 @@ impl Args {
             sweep_interval: self.sweep_interval,
             result_inline_max: None,
             max_functions: self.max_functions,
+            max_inflight_per_token: self.max_inflight_per_token,
             log_format: self.log_format,
             tokens: Vec::new(),
             admin_tokens: self.admin_token,

@@ -66,6 +66,8 @@ pub enum ErrorCode {
     HeadersTooLarge,
     /// The worker holds as many functions as it allows.
     TooManyFunctions,
+    /// This client (token) has as many requests in flight as it may.
+    TooManyRequests,
 }
 
 impl ErrorCode {
@@ -101,6 +103,7 @@ impl ErrorCode {
             UriTooLong => "uri_too_long",
             HeadersTooLarge => "headers_too_large",
             TooManyFunctions => "too_many_functions",
+            TooManyRequests => "too_many_requests",
         }
     }
 }

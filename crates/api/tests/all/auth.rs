@@ -278,3 +278,76 @@ async fn oversized_urls_headers_and_too_many_functions_are_refused() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_token_has_a_bounded_number_of_requests_in_flight() {
+    let auth = Auth::new([
+        ("ops".to_owned(), ADMIN.to_owned(), Scope::Admin),
+        ("app".to_owned(), APP.to_owned(), Scope::Invoke),
+    ])
+    .unwrap()
+    .with_max_inflight(2);
+    let api = std::sync::Arc::new(Api::with_auth(|_| {}, auth).await);
+    api.send_as(
+        Some(ADMIN),
+        "PUT",
+        "/functions/loop?timeout=60s",
+        guests::LOOP,
+    )
+    .await;
+    let r = api
+        .send_as(
+            Some(APP),
+            "POST",
+            "/tasks",
+            json!({"function": "loop"}).to_string(),
+        )
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    // Two long polls hold the token's two slots.
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let (api, id) = (api.clone(), id.clone());
+            tokio::spawn(async move {
+                api.send_as(
+                    Some(APP),
+                    "GET",
+                    &format!("/tasks/{id}?wait=1"),
+                    Body::empty(),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = api
+        .send_as(Some(APP), "GET", "/functions", Body::empty())
+        .await;
+    r.expect_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // Another token is not affected.
+    assert_eq!(
+        api.send_as(Some(ADMIN), "GET", "/functions", Body::empty())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for p in polls {
+        assert_eq!(p.await.unwrap(), StatusCode::OK);
+    }
+    // The slots are back.
+    assert_eq!(
+        api.send_as(Some(APP), "GET", "/functions", Body::empty())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    api.send_as(
+        Some(ADMIN),
+        "DELETE",
+        &format!("/tasks/{id}"),
+        Body::empty(),
+    )
+    .await;
+}
