@@ -185,8 +185,8 @@ impl Auth {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
             })
             .map(str::trim);
         let found = presented.and_then(|p| {
@@ -244,7 +244,13 @@ fn unauthorized(presented: bool) -> ApiError {
 /// The scope a route needs: `None` for public routes.
 pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
     let route = route?;
-    match (method.as_str(), route) {
+    // HEAD is GET without a body.
+    let method = if *method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, route) {
         ("GET", "/status") | ("GET", "/openapi.json") => None,
         ("POST", "/run/{target}") => Some(Scope::Invoke),
         ("GET", "/functions") | ("GET", "/functions/{name}") => Some(Scope::Invoke),

@@ -147,7 +147,12 @@ pub(crate) const BEARER: &str = "bearer";
 /// Answers of the layer in front of every route (the gate): (status,
 /// component name, description). 401 only where a token is needed, 403
 /// only where an `invoke` token is not enough.
-const SHARED: [(&str, &str, &str); 5] = [
+const SHARED: [(&str, &str, &str); 6] = [
+    (
+        "408",
+        "RequestTimeout",
+        "`request_timeout`: the request body did not arrive within 60 s.",
+    ),
     (
         "401",
         "Unauthorized",

@@ -310,6 +310,20 @@ mod tests {
                 },
                 "concurrency",
             ),
+            (
+                RawConfig {
+                    max_timeout: Some("5s".into()),
+                    ..Default::default()
+                },
+                "default timeout",
+            ),
+            (
+                RawConfig {
+                    max_memory: Some("64MiB".into()),
+                    ..Default::default()
+                },
+                "default memory",
+            ),
         ] {
             let err = format!("{:#}", raw.validate().unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");

@@ -68,6 +68,8 @@ pub enum ErrorCode {
     TooManyFunctions,
     /// This client (token) has as many requests in flight as it may.
     TooManyRequests,
+    /// The request body did not arrive in time.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -104,6 +106,7 @@ impl ErrorCode {
             HeadersTooLarge => "headers_too_large",
             TooManyFunctions => "too_many_functions",
             TooManyRequests => "too_many_requests",
+            RequestTimeout => "request_timeout",
         }
     }
 }

@@ -64,9 +64,28 @@ impl ModuleCache {
             .serialize()
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|bytes| {
-                let tmp = self.dir.join(format!(".{sha}.{}.tmp", std::process::id()));
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, &path)
+                // A file of its own per writer (compiles of the same code
+                // may overlap), synced, then renamed into place: a loaded
+                // artifact is never rewritten, and a crash leaves either
+                // the whole file or none.
+                static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tmp = self
+                    .dir
+                    .join(format!(".{sha}.{}.{n}.tmp", std::process::id()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)?;
+                io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()?;
+                drop(f);
+                if path.exists() {
+                    // Another writer got there first; keep its file.
+                    return std::fs::remove_file(&tmp);
+                }
+                std::fs::rename(&tmp, &path)?;
+                std::fs::File::open(&self.dir)?.sync_all()
             });
         if let Err(e) = result {
             warn!(path = %path.display(), cause = %e, "could not cache compiled module");

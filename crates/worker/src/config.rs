@@ -81,6 +81,27 @@ impl WorkerConfig {
         if self.max_memory_bytes < 64 << 10 {
             return Err("max memory must be at least 64KiB".into());
         }
+        // A deploy without explicit limits gets the manifest defaults, so
+        // the ceilings must admit them.
+        let d = colony_core::Limits::default();
+        if self.max_timeout < d.timeout() {
+            return Err(format!(
+                "max timeout must be at least the default timeout of {} ms",
+                d.timeout_ms
+            ));
+        }
+        if self.max_memory_bytes < d.memory_bytes {
+            return Err(format!(
+                "max memory must be at least the default memory cap of {} bytes",
+                d.memory_bytes
+            ));
+        }
+        if self.max_output_bytes < d.output_bytes {
+            return Err(format!(
+                "max output must be at least the default output cap of {} bytes",
+                d.output_bytes
+            ));
+        }
         if self.epoch_tick.is_zero() || self.epoch_tick > Duration::from_secs(1) {
             return Err("the epoch tick must be between 1ms and 1s".into());
         }

@@ -65,6 +65,8 @@ pub struct Worker {
     draining: AtomicBool,
     tasks: Arc<Tasks>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Held for the worker's life: one process per data directory.
+    _lock: std::fs::File,
     /// Per-function concurrency limits: (limit, permits).
     gates: Mutex<HashMap<FunctionName, Arc<Gate>>>,
 }
@@ -152,6 +154,30 @@ impl Worker {
                 data.display()
             ))
         })?;
+        // One process per data directory: a second would share the store
+        // and delete code the first still serves.
+        let lock_path = data.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Internal(format!("cannot open {}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Internal(format!(
+                    "the data directory {} is in use by another colony process",
+                    data.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Internal(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
         let engine = Engine::new(EngineConfig {
             cache_dir: Some(data.join("compiled")),
             instances: config.instances,
@@ -232,6 +258,7 @@ impl Worker {
             tasks,
             metrics,
             gates: Mutex::new(HashMap::new()),
+            _lock: lock,
             config,
         });
         tokio::spawn(worker.clone().dispatch());
@@ -305,6 +332,18 @@ impl Worker {
             })
             .await
             .cloned()
+            .map_err(|e| {
+                // The code may be gone because the function was deleted
+                // while this call waited: say so, not "internal".
+                let target = FunctionRef {
+                    name: rev.function.clone(),
+                    rev: Some(rev.row.id.to_string()),
+                };
+                match self.index.resolve(&target) {
+                    Err(gone) if matches!(e, Error::Internal(_)) => gone,
+                    _ => e,
+                }
+            })
     }
 
     /// Runs one invocation of `target` with `input`, waiting for a slot in
@@ -321,28 +360,35 @@ impl Worker {
         cancel: Option<&CancellationToken>,
     ) -> Result<Invoked> {
         let rev = self.index.resolve(target)?;
+        // One deadline for both waits (the function's own limit, then a
+        // worker slot): a call waits at most `max_queue_wait` in all.
+        let asked = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.config.max_queue_wait;
+        let overloaded = || {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .invocation(rev.function.as_str(), "call", "rejected", None);
+            Error::Overloaded {
+                retry_after: Duration::from_secs(1),
+            }
+        };
         let _gate = match rev.row.manifest.concurrency {
             0 => None,
             limit => {
                 let gate = self.gate(&rev.function);
-                match tokio::time::timeout(self.config.max_queue_wait, gate.enter(limit)).await {
+                match tokio::time::timeout_at(deadline, gate.enter(limit)).await {
                     Ok(()) => Some(GatePermit {
                         gate,
                         tasks: self.tasks.clone(),
                     }),
-                    _ => {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::Overloaded {
-                            retry_after: Duration::from_secs(1),
-                        });
-                    }
+                    Err(_) => return Err(overloaded()),
                 }
             }
         };
-        let asked = Instant::now();
-        let _slot = match self.scheduler.acquire().await {
-            Ok(slot) => slot,
-            Err(e) => {
+        let _slot = match tokio::time::timeout_at(deadline, self.scheduler.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(Error::Overloaded { .. })) | Err(_) => return Err(overloaded()),
+            Ok(Err(e)) => {
                 self.counters.rejected.fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .invocation(rev.function.as_str(), "call", "rejected", None);

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod auth;
+mod conn;
 mod hostile;
 mod metrics;
 mod openapi;

@@ -55,6 +55,13 @@ async fn metrics_count_the_workload_exactly() {
         assert_eq!(v["state"], "succeeded");
     }
 
+    // A task's slot is released just after its end is recorded: wait
+    // for the worker to be idle before reading the gauges.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while api.worker.status().running > 0 {
+        assert!(std::time::Instant::now() < deadline, "the worker never went idle");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let r = api.send("GET", "/metrics", Body::empty()).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(

@@ -495,3 +495,19 @@ fn json_logs_have_one_line_per_request_and_task_transition() {
         .collect();
     assert_eq!(states, ["queued", "running", "succeeded"], "{stderr}");
 }
+
+#[test]
+fn one_process_per_data_directory() {
+    let server = TestServer::start(&bin(), &[]);
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another colony process"), "{err}");
+    // The first one is unharmed.
+    let out = colony(&server, &["functions"], None);
+    assert!(out.status.success());
+}
