@@ -131,7 +131,35 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// A place in the bounded wait queue held outside the scheduler (a call
+/// waiting at its function's own limit); released on drop.
+#[derive(Debug)]
+pub(crate) struct QueuePlace {
+    shared: Arc<Shared>,
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Scheduler {
+    /// Takes a place in the wait queue for a wait that happens elsewhere,
+    /// or refuses (`Overloaded`) when the queue is full, so every waiting
+    /// call counts against `queue` and shows in `queued`.
+    pub(crate) fn queue_place(&self) -> Result<QueuePlace> {
+        let s = &self.shared;
+        if s.queues.lock().closed {
+            return Err(Error::Draining);
+        }
+        if s.waiting.fetch_add(1, Ordering::AcqRel) >= s.queue {
+            s.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.overloaded());
+        }
+        Ok(QueuePlace { shared: s.clone() })
+    }
+
     pub(crate) fn new(concurrency: usize, queue: usize, max_wait: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {

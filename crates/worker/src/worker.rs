@@ -376,13 +376,25 @@ impl Worker {
             0 => None,
             limit => {
                 let gate = self.gate(&rev.function);
-                match tokio::time::timeout_at(deadline, gate.enter(limit)).await {
-                    Ok(()) => Some(GatePermit {
-                        gate,
-                        tasks: self.tasks.clone(),
-                    }),
-                    Err(_) => return Err(overloaded()),
+                if !gate.try_enter(limit) {
+                    // Waiting at the function's limit is queueing too.
+                    let place = match self.scheduler.queue_place() {
+                        Ok(place) => place,
+                        Err(Error::Overloaded { .. }) => return Err(overloaded()),
+                        Err(e) => return Err(e),
+                    };
+                    if tokio::time::timeout_at(deadline, gate.enter(limit))
+                        .await
+                        .is_err()
+                    {
+                        return Err(overloaded());
+                    }
+                    drop(place);
                 }
+                Some(GatePermit {
+                    gate,
+                    tasks: self.tasks.clone(),
+                })
             }
         };
         let _slot = match tokio::time::timeout_at(deadline, self.scheduler.acquire()).await {

@@ -597,3 +597,34 @@ async fn draining_refuses_new_calls_and_reports_it() {
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     assert!(api.worker.drained(Duration::from_secs(1)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_at_a_function_limit_counts_against_the_queue() {
+    let api = Arc::new(
+        Api::with(|c| {
+            c.concurrency = 4;
+            c.queue = 1;
+        })
+        .await,
+    );
+    api.deploy("spin", "concurrency=1", guests::c_guest("spin"))
+        .await;
+    assert_eq!(api.run("spin", "1").await.text(), "done\n");
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move { api.run("spin", "300").await.status })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => shed += 1,
+            other => panic!("{other}"),
+        }
+    }
+    // One runs, one waits in the (one-place) queue; the rest are shed at once.
+    assert_eq!((ok, shed), (2, 6));
+}

@@ -59,7 +59,10 @@ async fn metrics_count_the_workload_exactly() {
     // for the worker to be idle before reading the gauges.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while api.worker.status().running > 0 {
-        assert!(std::time::Instant::now() < deadline, "the worker never went idle");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never went idle"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let r = api.send("GET", "/metrics", Body::empty()).await;
