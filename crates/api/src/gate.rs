@@ -80,13 +80,13 @@ fn static_method(m: &axum::http::Method) -> &'static str {
 pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    let path = req.uri().path().to_owned();
+    // Both by reference count, without allocating.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let uri = req.uri().clone();
     let checked = limits(&req).and_then(|()| {
-        let need = crate::auth::required(&method, route.as_deref());
+        // The scope comes from the matched route itself, so a route
+        // missing from the metric labels still needs a token.
+        let need = crate::auth::required(&method, matched.as_ref().map(MatchedPath::as_str));
         state.auth.check(req.headers(), need)
     });
     let (resp, caller) = match checked {
@@ -104,7 +104,7 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     };
     let took = started.elapsed();
     let status = resp.status().as_u16();
-    let route_label = static_route(route.as_deref());
+    let route_label = static_route(matched.as_ref().map(MatchedPath::as_str));
     state
         .worker
         .metrics()
@@ -112,7 +112,7 @@ pub(crate) async fn gate(State(state): State<AppState>, mut req: Request, next: 
     info!(
         target: "colony::access",
         method = %method,
-        path = %path,
+        path = uri.path(),
         route = route_label,
         status,
         duration_us = took.as_micros() as u64,

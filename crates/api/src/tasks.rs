@@ -31,13 +31,19 @@ fn task_id(s: &str) -> Result<TaskId, ApiError> {
 
 /// Tasks of other owners do not exist for an `invoke` token: 404, so
 /// ids of other clients' tasks cannot be probed.
-async fn visible(state: &AppState, caller: &Caller, id: &TaskId) -> Result<(), ApiError> {
+/// Returns the task when it had to read it, so callers need not read it
+/// again.
+async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &TaskId,
+) -> Result<Option<TaskInfo>, ApiError> {
     if caller.admin {
-        return Ok(());
+        return Ok(None);
     }
     let info = state.worker.task(id).await?;
     if caller.may_see(info.owner.as_deref()) {
-        Ok(())
+        Ok(Some(info))
     } else {
         Err(colony_worker::Error::TaskNotFound { id: id.to_string() }.into())
     }
@@ -187,7 +193,7 @@ pub(crate) async fn show(
     let Path(id) = id?;
     let id = task_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    visible(&state, &caller, &id).await?;
+    let seen = visible(&state, &caller, &id).await?;
     let info = match q.wait {
         Some(w) if w.is_finite() && w > 0.0 => {
             // Clamped before converting: a huge `wait` would overflow a Duration.
@@ -199,7 +205,10 @@ pub(crate) async fn show(
                 "wait: {w} is not a number of seconds"
             )));
         }
-        _ => state.worker.task(&id).await?,
+        _ => match seen {
+            Some(info) => info,
+            None => state.worker.task(&id).await?,
+        },
     };
     Ok(Json(info))
 }

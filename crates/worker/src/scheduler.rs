@@ -122,17 +122,9 @@ impl Drop for Pending {
     }
 }
 
-/// Undoes a `waiting` increment however the wait ends.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A place in the bounded wait queue held outside the scheduler (a call
-/// waiting at its function's own limit); released on drop.
+/// A place in the bounded wait queue, held by a waiting call (for a slot
+/// here, or at its function's own limit); released on drop, however the
+/// wait ends.
 #[derive(Debug)]
 pub(crate) struct QueuePlace {
     shared: Arc<Shared>,
@@ -149,10 +141,15 @@ impl Scheduler {
     /// or refuses (`Overloaded`) when the queue is full, so every waiting
     /// call counts against `queue` and shows in `queued`.
     pub(crate) fn queue_place(&self) -> Result<QueuePlace> {
-        let s = &self.shared;
-        if s.queues.lock().closed {
+        if self.shared.queues.lock().closed {
             return Err(Error::Draining);
         }
+        self.place()
+    }
+
+    /// The one place where the queue bound is checked.
+    fn place(&self) -> Result<QueuePlace> {
+        let s = &self.shared;
         if s.waiting.fetch_add(1, Ordering::AcqRel) >= s.queue {
             s.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(self.overloaded());
@@ -191,7 +188,7 @@ impl Scheduler {
     /// A slot for a call: at once, after a bounded wait, or refused.
     pub(crate) async fn acquire(&self) -> Result<Slot> {
         let s = &self.shared;
-        let rx = {
+        let (rx, _place) = {
             let mut q = s.queues.lock();
             if q.closed {
                 return Err(Error::Draining);
@@ -200,18 +197,14 @@ impl Scheduler {
                 q.free -= 1;
                 return Ok(self.slot());
             }
-            if s.waiting.fetch_add(1, Ordering::AcqRel) >= s.queue {
-                s.waiting.fetch_sub(1, Ordering::AcqRel);
-                return Err(self.overloaded());
-            }
+            let place = self.place()?;
             if q.calls.len() > 2 * s.queue + 16 {
                 q.calls.retain(|tx| !tx.is_closed());
             }
             let (tx, rx) = oneshot::channel();
             q.calls.push_back(tx);
-            rx
+            (rx, place)
         };
-        let _waiting = Waiting(&s.waiting);
         let mut pending = Pending {
             rx: Some(rx),
             shared: s.clone(),

@@ -142,11 +142,13 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&mut self, id: TaskId, priority: i32, not_before_ms: Option<i64>, now_ms: i64) {
+    /// Queues a task: ready now, or (a retry) not before a time; due
+    /// retries move to the ready heap in `promote`.
+    fn push(&mut self, id: TaskId, priority: i32, not_before_ms: Option<i64>) {
         self.seq += 1;
         match not_before_ms {
-            Some(t) if t > now_ms => self.delayed.push(Reverse((t, self.seq, priority, id))),
-            _ => self.ready.push(Ready {
+            Some(t) => self.delayed.push(Reverse((t, self.seq, priority, id))),
+            None => self.ready.push(Ready {
                 priority,
                 seq: self.seq,
                 id,
@@ -223,13 +225,12 @@ impl Tasks {
             finished: AtomicU64::new(0),
             metrics,
         };
-        let now = now_ms();
         {
             let mut live = tasks.live.lock();
             let mut queue = tasks.queue.lock();
             for row in queued {
                 let (watch, _) = watch::channel(TaskState::Queued);
-                queue.push(row.id.clone(), row.priority, row.not_before_ms, now);
+                queue.push(row.id.clone(), row.priority, row.not_before_ms);
                 live.insert(
                     row.id.clone(),
                     Arc::new(Live {
@@ -336,7 +337,7 @@ impl Tasks {
             Ok(Inserted::Created) => {
                 info!(target: "colony::task", task = %id, function = %function_name, state = "queued", priority = s.priority, "task submitted");
                 self.metrics.task_submitted(&function_name);
-                self.queue.lock().push(id.clone(), s.priority, None, 0);
+                self.queue.lock().push(id.clone(), s.priority, None);
                 self.wake.notify_one();
                 Ok(Submitted {
                     id,
@@ -475,7 +476,7 @@ impl Tasks {
             info!(target: "colony::task", task = %live.id, function = %live.function, revision = %live.revision.short(), attempt = attempts, state = "queued", retry_in_ms = not_before - now, "task queued again after a failure");
             self.queue
                 .lock()
-                .push(live.id.clone(), live.priority, Some(not_before), now);
+                .push(live.id.clone(), live.priority, Some(not_before));
             self.wake.notify_one();
             if live.cancel.is_cancelled() {
                 // A cancel arrived while this attempt was ending.
@@ -704,9 +705,7 @@ impl Tasks {
             Err(e) => {
                 // Not cancelled after all: it may run again.
                 live.state.lock().cancelling = false;
-                self.queue
-                    .lock()
-                    .push(live.id.clone(), live.priority, None, 0);
+                self.queue.lock().push(live.id.clone(), live.priority, None);
                 self.wake.notify_one();
                 Err(e)
             }

@@ -806,4 +806,54 @@ mod tests {
         assert_eq!(swept, [last_try.id.clone(), stopping.id.clone()]);
         assert!(store.get(&last_try.id).unwrap().is_none());
     }
+
+    #[tokio::test]
+    async fn a_failed_batch_never_acknowledges_what_did_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("colony.db");
+        let conn = open(&db).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        // A database that cannot grow much: a big input fills it.
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.query_row(
+            &format!("PRAGMA max_page_count = {}", pages + 16),
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut tasks = Vec::new();
+        let mut replies = Vec::new();
+        for size in [10usize, 4 << 20, 10] {
+            let mut t = new_task(3, None);
+            t.input = Bytes::from(vec![b'x'; size]);
+            let (reply, answer) = oneshot::channel();
+            tx.send(Write::Insert(t.clone(), reply)).unwrap();
+            tasks.push(t);
+            replies.push(answer);
+        }
+        // All three are in the channel before the writer starts: one batch.
+        let writer = std::thread::spawn(move || writer(conn, rx, None));
+        let mut acked = Vec::new();
+        for r in replies {
+            acked.push(r.await.unwrap().is_ok());
+        }
+        drop(tx);
+        writer.join().unwrap();
+        assert!(!acked[1], "the write that cannot fit is refused");
+        let check = open(&db).unwrap();
+        for (t, ok) in tasks.iter().zip(&acked) {
+            let stored: bool = check
+                .prepare("SELECT 1 FROM tasks WHERE id = ?1")
+                .unwrap()
+                .exists([t.id.as_str()])
+                .unwrap();
+            assert_eq!(
+                stored, *ok,
+                "acknowledged = stored, for every write ({acked:?})"
+            );
+        }
+    }
 }

@@ -364,13 +364,17 @@ impl Worker {
         // worker slot): a call waits at most `max_queue_wait` in all.
         let asked = Instant::now();
         let deadline = tokio::time::Instant::now() + self.config.max_queue_wait;
-        let overloaded = || {
+        // Every refusal (queue full, waited too long, draining) counts.
+        let rejected = |e: Error| {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .invocation(rev.function.as_str(), "call", "rejected", None);
-            Error::Overloaded {
+            e
+        };
+        let too_long = || {
+            rejected(Error::Overloaded {
                 retry_after: Duration::from_secs(1),
-            }
+            })
         };
         let _gate = match rev.row.manifest.concurrency {
             0 => None,
@@ -378,16 +382,12 @@ impl Worker {
                 let gate = self.gate(&rev.function);
                 if !gate.try_enter(limit) {
                     // Waiting at the function's limit is queueing too.
-                    let place = match self.scheduler.queue_place() {
-                        Ok(place) => place,
-                        Err(Error::Overloaded { .. }) => return Err(overloaded()),
-                        Err(e) => return Err(e),
-                    };
+                    let place = self.scheduler.queue_place().map_err(rejected)?;
                     if tokio::time::timeout_at(deadline, gate.enter(limit))
                         .await
                         .is_err()
                     {
-                        return Err(overloaded());
+                        return Err(too_long());
                     }
                     drop(place);
                 }
@@ -398,14 +398,8 @@ impl Worker {
             }
         };
         let _slot = match tokio::time::timeout_at(deadline, self.scheduler.acquire()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(Error::Overloaded { .. })) | Err(_) => return Err(overloaded()),
-            Ok(Err(e)) => {
-                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                self.metrics
-                    .invocation(rev.function.as_str(), "call", "rejected", None);
-                return Err(e);
-            }
+            Ok(slot) => slot.map_err(rejected)?,
+            Err(_elapsed) => return Err(too_long()),
         };
         self.metrics.queue_wait(asked.elapsed());
         let runnable = self.prepared(&rev).await?;
