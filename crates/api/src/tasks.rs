@@ -287,10 +287,7 @@ pub(crate) struct NameFilter;
 
 impl utoipa::PartialSchema for NameFilter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(or_empty(colony_core::name::NAME_PATTERN)))
-            .into()
+        string_or_empty(colony_core::name::NAME_PATTERN)
     }
 }
 
@@ -302,11 +299,16 @@ pub(crate) struct CursorFilter;
 
 impl utoipa::PartialSchema for CursorFilter {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(or_empty(colony_core::task::TASK_ID_PATTERN)))
-            .into()
+        string_or_empty(colony_core::task::TASK_ID_PATTERN)
     }
+}
+
+/// A string matching `pattern`, or empty.
+fn string_or_empty(pattern: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(or_empty(pattern)))
+        .into()
 }
 
 impl utoipa::ToSchema for CursorFilter {}

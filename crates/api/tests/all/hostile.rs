@@ -91,27 +91,13 @@ fn well_formed(r: &Reply) -> Result<(), TestCaseError> {
 }
 
 /// Short text near the rules, or anything.
-fn text() -> impl Strategy<Value = String> {
+fn text() -> impl Strategy<Value = String> + Clone {
     prop_oneof!["[a-z0-9@_.=-]{0,20}", "[0-9a-fA-F]{0,70}", any::<String>(),]
 }
 
 /// Any JSON value, a few levels deep.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        text().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 20, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
-            prop::collection::btree_map(text(), inner, 0..5)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    colony_testsupport::strategies::any_json(text())
 }
 
 /// `POST /tasks` bodies: task-shaped JSON with right or wrong values, any

@@ -20,7 +20,7 @@ fn matching(pattern: &str) -> impl Strategy<Value = String> + use<> {
 
 /// Text that is mostly near the rules: short strings of the characters
 /// the rules care about, and anything at all.
-fn text() -> impl Strategy<Value = String> {
+fn text() -> impl Strategy<Value = String> + Clone {
     prop_oneof![
         "[a-zA-Z0-9_@./ =-]{0,80}",
         "[0-9a-fA-F@]{0,80}",
@@ -147,21 +147,7 @@ proptest! {
 
 /// Any JSON value, a few levels deep.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        text().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
-            prop::collection::btree_map(text(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    colony_testsupport::strategies::any_json(text())
 }
 
 /// Manifest-shaped JSON: the real keys, with values of the right type or not.
