@@ -27,7 +27,7 @@ use bytes::Bytes;
 use colony_core::TaskState;
 use colony_core::wire::{
     DefaultSet, Deployed, ErrorBody, FunctionInfo, FunctionList, SetDefault, Status, SubmitTask,
-    Submitted, TaskInfo, TaskList,
+    Submitted, TaskInfo, TaskList, WorkerList,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -403,6 +403,14 @@ impl Client {
         Err(Self::api_error(&url, resp).await)
     }
 
+    /// The live workers and their load, as the cluster's heartbeats
+    /// tell. A worker outside a cluster lists only itself
+    /// (`cluster == false`).
+    pub async fn workers(&self) -> Result<WorkerList> {
+        let (url, req) = self.request(Method::GET, "/workers");
+        Self::json(&url, Self::send(&url, req).await?).await
+    }
+
     /// Submits a task. The answer comes once the server has durably
     /// committed it (`created == true`), or names the existing task when
     /// `idempotency_key` matched one (`created == false`).
@@ -721,10 +729,44 @@ mod tests {
             })
         }
 
+        async fn workers() -> Json<serde_json::Value> {
+            Json(serde_json::json!({
+                "cluster": true,
+                "heartbeat_ttl_ms": 3000,
+                "workers": [{
+                    "id": "host-a:41",
+                    "address": "http://127.0.0.1:8080",
+                    "role": "worker",
+                    "state": "ready",
+                    "version": "0.1.0",
+                    "running": 2,
+                    "queued": 1,
+                    "concurrency": 8,
+                    "tasks_running": 1,
+                    "warm_functions": ["echo"],
+                    "started_ms": 1,
+                    "heartbeat_ms": 2,
+                }, {
+                    "id": "host-b:42",
+                    "role": "gateway",
+                    "state": "draining",
+                    "version": "0.1.0",
+                    "running": 0,
+                    "queued": 0,
+                    "concurrency": 0,
+                    "tasks_running": 0,
+                    "warm_functions": [],
+                    "started_ms": 1,
+                    "heartbeat_ms": 2,
+                }],
+            }))
+        }
+
         /// Serves on a free loopback port; returns its URL.
         pub(super) async fn start() -> (String, Shared) {
             let seen = Shared::default();
             let app = axum::Router::new()
+                .route("/workers", get(workers))
                 .route("/tasks", get(list).post(submit))
                 .route("/tasks/{id}", get(task).delete(cancel))
                 .route("/tasks/{id}/result", get(result))
@@ -796,6 +838,27 @@ mod tests {
         assert_eq!(err.code(), Some("task_not_found"));
         let err = client.task_result(other).await.unwrap_err();
         assert_eq!(err.code(), Some("result_not_found"));
+    }
+
+    #[tokio::test]
+    async fn workers_lists_the_cluster() {
+        use colony_core::wire::{WorkerRole, WorkerState};
+
+        let (url, _) = fake::start().await;
+        let list = Client::new(&url).unwrap().workers().await.unwrap();
+        assert!(list.cluster);
+        assert_eq!(list.heartbeat_ttl_ms, 3000);
+        let ids: Vec<&str> = list.workers.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["host-a:41", "host-b:42"]);
+        let (a, b) = (&list.workers[0], &list.workers[1]);
+        assert_eq!(a.address.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!((a.role, a.running, a.queued), (WorkerRole::Worker, 2, 1));
+        assert_eq!(a.warm_functions, ["echo"]);
+        assert_eq!(
+            (b.role, b.state),
+            (WorkerRole::Gateway, WorkerState::Draining)
+        );
+        assert_eq!(b.address, None);
     }
 
     #[tokio::test]
