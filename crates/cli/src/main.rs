@@ -3,7 +3,8 @@
 //! One file per subcommand: `serve` runs a worker (the only subcommand
 //! that embeds the runtime); `deploy`, `invoke`, `submit`, `tasks`,
 //! `functions`, `default` and `delete` are thin shells over
-//! [`colony_client`]; `bench` measures invoke latency and throughput, or
+//! [`colony_client`], as is `workers`, which lists a cluster's live
+//! workers; `bench` measures invoke latency and throughput, or
 //! task throughput, over HTTP. `input` reads a function's input for
 //! `invoke` and `submit`.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod invoke;
 mod serve;
 mod submit;
 mod tasks;
+mod workers;
 
 use std::process::ExitCode;
 
@@ -70,6 +72,8 @@ enum Command {
     Default(default::Args),
     /// Delete a function and all its revisions.
     Delete(delete::Args),
+    /// List the live workers (of the cluster, or just this one) and their load.
+    Workers(workers::Args),
     /// Measure warm invoke latency and throughput over HTTP, or task
     /// throughput with --tasks.
     Bench(bench::Args),
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Functions(args) => args.run().await,
             Command::Default(args) => args.run().await,
             Command::Delete(args) => args.run().await,
+            Command::Workers(args) => args.run().await,
             Command::Bench(args) => args.run().await,
         }
     })
@@ -138,6 +143,8 @@ mod tests {
             "colony functions echo",
             "colony default echo abcdef12",
             "colony delete echo",
+            "colony workers",
+            "colony workers --json --server http://127.0.0.1:9000",
             "colony bench --concurrency 1,64 --duration 5s",
             "colony bench --tasks 20000 --concurrency 64",
             "colony deploy echo echo.wasm --max-attempts 5 --retry-on trap,timeout --backoff 1s --max-backoff 1m --concurrency 4",

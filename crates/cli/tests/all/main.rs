@@ -511,3 +511,28 @@ fn one_process_per_data_directory() {
     let out = colony(&server, &["functions"], None);
     assert!(out.status.success());
 }
+
+#[test]
+fn workers_on_a_single_worker_lists_itself() {
+    let server = TestServer::start(&bin(), &["--concurrency", "3"]);
+
+    let text = ok(colony(&server, &["workers"], None));
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {text}");
+    assert_eq!(lines[0][0], "ID", "{text}");
+    let row = &lines[1];
+    // ID ROLE STATE RUNNING QUEUED CONCURRENCY TASKS HEARTBEAT-AGE ADDRESS
+    assert_eq!(row.len(), 9, "{text}");
+    assert_eq!(&row[1..6], ["worker", "ready", "0", "0", "3"], "{text}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(colony(&server, &["workers", "--json"], None))).unwrap();
+    assert_eq!(json["cluster"], false, "{json}");
+    let workers = json["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{json}");
+    assert_eq!(workers[0]["id"].as_str(), Some(row[0]), "{json}");
+    assert_eq!(workers[0]["concurrency"], 3, "{json}");
+}
