@@ -1,0 +1,792 @@
+//! Cluster tests: several real `colony serve --nats` processes around one
+//! real `nats-server -js`.
+//!
+//! Each test starts its own NATS server and workers (every worker on its
+//! own data directory), drives them over HTTP with [`Client`], and breaks
+//! things the way production does: SIGKILL of a worker, a restart of NATS.
+//! Workers run with `--ack-wait 3s --heartbeat 250ms` so a dead worker's
+//! tasks come back, and its entry leaves `/workers`, within seconds.
+//!
+//! The tests take a process-wide lock, so they run one at a time even
+//! under a parallel test runner: each starts up to four processes on a
+//! small machine.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use colony_client::{Client, DeployOptions};
+use colony_core::TaskState;
+use colony_core::wire::{SubmitTask, TaskInfo, WorkerList, WorkerRole, WorkerState};
+use colony_testsupport::{NatsServer, TestServer, guests};
+use parking_lot::Mutex;
+
+/// A dead worker's unacknowledged tasks are redelivered after this.
+const ACK_WAIT: &str = "3s";
+/// Workers beat this often; one is gone after three missed beats.
+const HEARTBEAT: &str = "250ms";
+
+/// One test at a time: each runs a NATS server and up to four workers.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_colony"))
+}
+
+/// Starts a worker in the cluster of `nats`, with `extra` flags.
+fn worker(nats: &NatsServer, extra: &[&str]) -> TestServer {
+    let url = nats.url();
+    let mut args = vec![
+        "--nats",
+        url.as_str(),
+        "--ack-wait",
+        ACK_WAIT,
+        "--heartbeat",
+        HEARTBEAT,
+    ];
+    args.extend_from_slice(extra);
+    TestServer::start(&bin(), &args)
+}
+
+fn client(server: &TestServer) -> Client {
+    Client::new(&server.url).unwrap()
+}
+
+/// `host:port` of a URL, without scheme or trailing slash.
+fn host_port(url: &str) -> &str {
+    let url = url.split_once("://").map_or(url, |(_, rest)| rest);
+    url.trim_end_matches('/')
+}
+
+/// The id `server` has in `list`: its entry's id ends with `:<pid>`
+/// (ids are `host:pid`) or its address is the server's.
+fn id_in(list: &WorkerList, server: &TestServer) -> Option<String> {
+    let pid = format!(":{}", server.pid());
+    list.workers
+        .iter()
+        .find(|w| {
+            w.id.ends_with(&pid)
+                || w.address
+                    .as_deref()
+                    .is_some_and(|a| host_port(a) == host_port(&server.url))
+        })
+        .map(|w| w.id.clone())
+}
+
+/// The worker id of `server`, from its own `GET /workers`.
+async fn own_id(server: &TestServer) -> String {
+    let list = client(server).workers().await.unwrap();
+    id_in(&list, server)
+        .unwrap_or_else(|| panic!("{} is not in its own list: {list:?}", server.url))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after
+/// `limit` with `what`. Returns the value and how long it took.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return (v, t0.elapsed());
+        }
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until every one of `servers` knows function `name`.
+async fn known_everywhere(servers: &[&TestServer], name: &str) {
+    for s in servers {
+        let c = client(s);
+        let (_, took) = eventually(
+            Duration::from_secs(10),
+            &format!("{name} known on {}", s.url),
+            || {
+                let c = c.clone();
+                async move { c.function(name).await.ok() }
+            },
+        )
+        .await;
+        eprintln!("{name} known on {} after {took:?}", s.url);
+    }
+}
+
+/// Deploys the ~1 ms task function `work` (the `spin` C guest; input "1"
+/// is 1 ms of CPU) on `on`, and waits until `all` know it.
+async fn deploy_work(on: &TestServer, all: &[&TestServer]) {
+    client(on)
+        .deploy("work", guests::c_guest("spin"), &DeployOptions::default())
+        .await
+        .unwrap();
+    known_everywhere(all, "work").await;
+}
+
+fn work_task() -> SubmitTask {
+    SubmitTask {
+        function: "work".into(),
+        input: Some("1".into()),
+        ..Default::default()
+    }
+}
+
+/// What the submitters did.
+#[derive(Debug, Default)]
+struct Submissions {
+    /// Ids answered 202 (created), in the order the answers came.
+    accepted: Mutex<Vec<String>>,
+    /// Submits that failed or timed out: not accepted, tried again.
+    errors: AtomicUsize,
+}
+
+/// Submits `work` tasks from `submitters` concurrent loops until `target`
+/// were accepted, the n-th on `clients[n % len]`; a failed submit is tried
+/// again on the next client after 10 ms. Panics after `limit`.
+async fn submit_spread(
+    clients: Vec<Client>,
+    subs: Arc<Submissions>,
+    target: usize,
+    submitters: usize,
+    limit: Duration,
+) {
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + limit;
+    let mut joins = Vec::new();
+    for _ in 0..submitters {
+        let (clients, subs, claimed) = (clients.clone(), subs.clone(), claimed.clone());
+        joins.push(tokio::spawn(async move {
+            loop {
+                let mut n = claimed.fetch_add(1, Ordering::AcqRel);
+                if n >= target {
+                    return;
+                }
+                loop {
+                    assert!(
+                        Instant::now() < deadline,
+                        "submissions did not finish within {limit:?}: {} accepted, {} errors",
+                        subs.accepted.lock().len(),
+                        subs.errors.load(Ordering::Relaxed)
+                    );
+                    let c = &clients[n % clients.len()];
+                    let answer =
+                        tokio::time::timeout(Duration::from_secs(10), c.submit(&work_task())).await;
+                    match answer {
+                        Ok(Ok(s)) if s.created => {
+                            subs.accepted.lock().push(s.id.to_string());
+                            break;
+                        }
+                        Ok(Ok(s)) => panic!("a submit without a key was not created: {s:?}"),
+                        Ok(Err(_)) | Err(_) => {
+                            subs.errors.fetch_add(1, Ordering::Relaxed);
+                            n += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+}
+
+/// Queries every id (the i-th on `clients[i % len]`, 16 at a time) until
+/// all are `succeeded`; panics when one ends otherwise or after `limit`.
+/// Returns each task as last read.
+async fn all_succeed(clients: &[Client], ids: &[String], limit: Duration) -> Vec<TaskInfo> {
+    let t0 = Instant::now();
+    let mut pending: Vec<(usize, String)> = ids.iter().cloned().enumerate().collect();
+    let mut done: HashMap<String, TaskInfo> = HashMap::new();
+    let mut last_report = Instant::now();
+    while !pending.is_empty() {
+        let chunk = pending.len().div_ceil(16);
+        let mut joins = Vec::new();
+        for part in pending.chunks(chunk) {
+            let part = part.to_vec();
+            let clients = clients.to_vec();
+            joins.push(tokio::spawn(async move {
+                let mut read = Vec::new();
+                for (i, id) in part {
+                    let info = clients[i % clients.len()].task(&id).await.ok();
+                    read.push((i, id, info));
+                }
+                read
+            }));
+        }
+        let mut still = Vec::new();
+        let mut states: HashMap<String, usize> = HashMap::new();
+        for j in joins {
+            for (i, id, info) in j.await.unwrap() {
+                match info {
+                    Some(t) if t.state == TaskState::Succeeded => {
+                        done.insert(id, t);
+                    }
+                    Some(t) if t.state.is_terminal() => {
+                        panic!("task {id} ended {}: {t:?}", t.state)
+                    }
+                    other => {
+                        let state = other.map_or("unreadable".to_owned(), |t| t.state.to_string());
+                        *states.entry(state).or_default() += 1;
+                        still.push((i, id));
+                    }
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "{:?}: {} succeeded, {} not yet: {states:?}",
+                t0.elapsed(),
+                done.len(),
+                pending.len()
+            );
+            last_report = Instant::now();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{} tasks not succeeded within {limit:?}: {states:?}, e.g. {:?}",
+            pending.len(),
+            &pending[..pending.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("all {} succeeded after {:?}", done.len(), t0.elapsed());
+    ids.iter().map(|id| done[id].clone()).collect()
+}
+
+/// Tasks finished on these workers, by their `/status`.
+async fn finished(clients: &[Client]) -> u64 {
+    let mut sum = 0;
+    for c in clients {
+        if let Ok(s) = c.status().await {
+            sum += s.tasks.finished;
+        }
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_lose_no_task_when_one_is_killed() {
+    const TOTAL: usize = 2000;
+    const SUBMITTERS: usize = 16;
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &["--concurrency", "8"]);
+    let mut b = worker(&nats, &["--concurrency", "8"]);
+    let c = worker(&nats, &["--concurrency", "8"]);
+    deploy_work(&a, &[&a, &b, &c]).await;
+    let (ca, cb, cc) = (client(&a), client(&b), client(&c));
+
+    let subs = Arc::new(Submissions::default());
+    let submitting = tokio::spawn(submit_spread(
+        vec![ca.clone(), cb.clone(), cc.clone()],
+        subs.clone(),
+        TOTAL,
+        SUBMITTERS,
+        Duration::from_secs(120),
+    ));
+
+    // Kill B once about a third have succeeded (by the workers' own
+    // counts), or at the latest once two thirds were accepted.
+    let all = [ca.clone(), cb.clone(), cc.clone()];
+    let t0 = Instant::now();
+    let why = loop {
+        let done = finished(&all).await;
+        if done >= (TOTAL / 3) as u64 {
+            break format!("{done} finished");
+        }
+        let accepted = subs.accepted.lock().len();
+        if accepted >= TOTAL * 2 / 3 {
+            break format!("{accepted} accepted, only {done} finished by /status");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no progress: {done} finished, {accepted} accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let before = cb.status().await.unwrap();
+    b.kill();
+    let killed_at = Instant::now();
+    eprintln!(
+        "killed B at {why}, {} accepted; B just before: {} running, {} tasks running, {} tasks queued",
+        subs.accepted.lock().len(),
+        before.running,
+        before.tasks.running,
+        before.tasks.queued
+    );
+
+    submitting.await.unwrap();
+    let accepted: Vec<String> = subs.accepted.lock().clone();
+    eprintln!(
+        "{} accepted, {} submit errors",
+        accepted.len(),
+        subs.errors.load(Ordering::Relaxed)
+    );
+    assert_eq!(accepted.len(), TOTAL);
+    let distinct: HashSet<&String> = accepted.iter().collect();
+    assert_eq!(distinct.len(), TOTAL, "an id was accepted twice");
+
+    let left = Duration::from_secs(120).saturating_sub(killed_at.elapsed());
+    let infos = all_succeed(&[ca, cc], &accepted, left).await;
+    let succeeded: HashSet<&str> = infos
+        .iter()
+        .filter(|t| t.state == TaskState::Succeeded)
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(succeeded.len(), TOTAL);
+
+    let again: Vec<(&str, u32, Option<&str>)> = infos
+        .iter()
+        .filter(|t| t.attempts > 1)
+        .map(|t| (t.id.as_str(), t.attempts, t.worker.as_deref()))
+        .collect();
+    eprintln!(
+        "{} of {TOTAL} ran more than once (in flight on B at the kill): {again:?}",
+        again.len()
+    );
+    assert!(again.len() < 100, "{} tasks ran again", again.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_during_submissions_loses_no_accepted_task() {
+    const TOTAL: usize = 1500;
+    const RESTART_AT: usize = 500;
+    let _serial = SERIAL.lock().await;
+    let mut nats = NatsServer::start();
+    let a = worker(&nats, &["--concurrency", "8"]);
+    let b = worker(&nats, &["--concurrency", "8"]);
+    deploy_work(&a, &[&a, &b]).await;
+    let (ca, cb) = (client(&a), client(&b));
+
+    let subs = Arc::new(Submissions::default());
+    let submitting = tokio::spawn(submit_spread(
+        vec![ca.clone(), cb.clone()],
+        subs.clone(),
+        TOTAL,
+        8,
+        Duration::from_secs(120),
+    ));
+    let (_, took) = eventually(
+        Duration::from_secs(60),
+        "submissions before the restart",
+        || {
+            let n = subs.accepted.lock().len();
+            async move { (n >= RESTART_AT).then_some(()) }
+        },
+    )
+    .await;
+    let errors_before = subs.errors.load(Ordering::Relaxed);
+    let accepted_before = subs.accepted.lock().len();
+    // Down for half a second, then back on the same port and store.
+    tokio::task::block_in_place(|| {
+        nats.kill();
+        std::thread::sleep(Duration::from_millis(500));
+        nats.restart();
+    });
+    let accepted_at_restart = subs.accepted.lock().len();
+    eprintln!(
+        "restarted NATS after {took:?}: {accepted_before} accepted before the kill, \
+         {accepted_at_restart} when it was back"
+    );
+
+    submitting.await.unwrap();
+    let accepted: Vec<String> = subs.accepted.lock().clone();
+    eprintln!(
+        "{} accepted; {} submit errors ({} before the restart)",
+        accepted.len(),
+        subs.errors.load(Ordering::Relaxed),
+        errors_before
+    );
+    assert_eq!(accepted.len(), TOTAL);
+    assert_eq!(
+        accepted.iter().collect::<HashSet<_>>().len(),
+        TOTAL,
+        "an id was accepted twice"
+    );
+
+    let infos = all_succeed(&[ca, cb], &accepted, Duration::from_secs(120)).await;
+    let again = infos.iter().filter(|t| t.attempts > 1).count();
+    eprintln!("{again} of {TOTAL} ran more than once");
+    assert_eq!(
+        infos
+            .iter()
+            .filter(|t| t.state == TaskState::Succeeded)
+            .count(),
+        TOTAL
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_on_a_runs_on_c_and_default_switch_on_b_shows_everywhere() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &[]);
+    let b = worker(&nats, &[]);
+    let c = worker(&nats, &[]);
+    let (ca, cb, cc) = (client(&a), client(&b), client(&c));
+
+    let rev1 = ca
+        .deploy("echo", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    assert!(rev1.created && rev1.default, "{rev1:?}");
+    let rev1 = rev1.revision.as_str().to_owned();
+
+    // A call on C runs what was deployed on A.
+    let (out, took) = eventually(Duration::from_secs(10), "echo runs on C", || {
+        let cc = cc.clone();
+        async move { cc.invoke("echo", "hello from C").await.ok() }
+    })
+    .await;
+    eprintln!("deployed on A, first call on C succeeded after {took:?}");
+    assert_eq!(&out.output[..], b"hello from C");
+    assert_eq!(out.revision, rev1);
+
+    // So does a task submitted, and waited for, on C.
+    let task = cc
+        .submit(&SubmitTask {
+            function: "echo".into(),
+            input: Some("task on C".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = task.id.to_string();
+    let done = cc.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    assert_eq!(done.revision.as_str(), rev1);
+    assert_eq!(&cc.task_result(&id).await.unwrap()[..], b"task on C");
+
+    // A second revision, not the default.
+    let rev2 = ca
+        .deploy(
+            "echo",
+            guests::ECHO,
+            &DeployOptions {
+                timeout: Some("2s".into()),
+                make_default: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(rev2.created && !rev2.default, "{rev2:?}");
+    let rev2 = rev2.revision.as_str().to_owned();
+    assert_ne!(rev1, rev2);
+
+    // B switches the default once it knows the revision.
+    let (_, took) = eventually(Duration::from_secs(10), "rev2 known on B", || {
+        let cb = cb.clone();
+        let rev2 = rev2.clone();
+        async move {
+            let f = cb.function("echo").await.ok()?;
+            f.revisions
+                .iter()
+                .any(|r| r.id.as_str() == rev2)
+                .then_some(())
+        }
+    })
+    .await;
+    eprintln!("rev2 deployed on A known on B after {took:?}");
+    let set = cb.set_default("echo", &rev2).await.unwrap();
+    assert_eq!(set.default_revision.as_str(), rev2);
+    let switched = Instant::now();
+    assert_eq!(
+        cb.function("echo").await.unwrap().default_revision.as_str(),
+        rev2
+    );
+
+    // A and C show it, and run it, within a second.
+    for (name, cl) in [("A", &ca), ("C", &cc)] {
+        eventually(
+            Duration::from_secs(1),
+            &format!("rev2 default on {name}"),
+            || {
+                let cl = cl.clone();
+                let rev2 = rev2.clone();
+                async move {
+                    let f = cl.function("echo").await.ok()?;
+                    if f.default_revision.as_str() != rev2 {
+                        return None;
+                    }
+                    let out = cl.invoke("echo", "which").await.ok()?;
+                    (out.revision == rev2).then_some(())
+                }
+            },
+        )
+        .await;
+        eprintln!(
+            "default switched on B: {name} shows and runs rev2 {:?} after the switch",
+            switched.elapsed()
+        );
+    }
+    assert!(switched.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_leaves_workers_within_its_ttl() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &["--concurrency", "4"]);
+    let b = worker(&nats, &["--concurrency", "4"]);
+    let mut c = worker(&nats, &["--concurrency", "4"]);
+    let ca = client(&a);
+    ca.deploy("echo", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    ca.invoke("echo", "warm up").await.unwrap();
+
+    // All three listed, with their load, and echo warm on A.
+    let a_id = own_id(&a).await;
+    let (list, took) = eventually(Duration::from_secs(10), "3 workers listed on A", || {
+        let ca = ca.clone();
+        let a_id = a_id.clone();
+        async move {
+            let list = ca.workers().await.ok()?;
+            let warm = list
+                .workers
+                .iter()
+                .any(|w| w.id == a_id && w.warm_functions.iter().any(|f| f == "echo"));
+            (list.workers.len() == 3 && warm).then_some(list)
+        }
+    })
+    .await;
+    eprintln!("3 workers listed after {took:?}: {list:#?}");
+    assert!(list.cluster);
+    assert_eq!(list.heartbeat_ttl_ms, 750, "3 × {HEARTBEAT}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for w in &list.workers {
+        assert_eq!(w.role, WorkerRole::Worker, "{w:?}");
+        assert_eq!(w.state, WorkerState::Ready, "{w:?}");
+        assert_eq!(w.concurrency, 4, "{w:?}");
+        assert!(!w.version.is_empty(), "{w:?}");
+        assert!(w.running <= w.concurrency, "{w:?}");
+        assert!(w.started_ms <= w.heartbeat_ms, "{w:?}");
+        assert!(
+            now_ms - w.heartbeat_ms < list.heartbeat_ttl_ms as i64 + 1000,
+            "a stale heartbeat listed: {w:?}"
+        );
+    }
+    let ids: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|s| id_in(&list, s).unwrap_or_else(|| panic!("{} not listed: {list:?}", s.url)))
+        .collect();
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 3, "{ids:?}");
+
+    c.kill();
+    let (list, took) = eventually(
+        Duration::from_millis(list.heartbeat_ttl_ms + 5000),
+        "C leaves /workers on A",
+        || {
+            let ca = ca.clone();
+            async move {
+                let list = ca.workers().await.ok()?;
+                (list.workers.len() == 2).then_some(list)
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "C left /workers {took:?} after its SIGKILL (ttl {} ms)",
+        list.heartbeat_ttl_ms
+    );
+    let left: HashSet<&str> = list.workers.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(left, HashSet::from([ids[0].as_str(), ids[1].as_str()]));
+    assert!(
+        took < Duration::from_millis(list.heartbeat_ttl_ms + 1000),
+        "took {took:?}"
+    );
+
+    // The CLI shows the same two.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(bin())
+            .args(["workers", "--server", &a.url])
+            .output()
+            .unwrap()
+    });
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("colony workers:\n{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for id in &ids[..2] {
+        assert!(rows.contains(&id.as_str()), "{id} missing:\n{text}");
+    }
+    assert!(!rows.contains(&ids[2].as_str()), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_across_workers() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let servers = [
+        worker(&nats, &["--concurrency", "1"]),
+        worker(&nats, &["--concurrency", "1"]),
+        worker(&nats, &["--concurrency", "1"]),
+    ];
+    let ca = client(&servers[0]);
+    ca.deploy(
+        "spin",
+        guests::LOOP,
+        &DeployOptions {
+            timeout: Some("10m".into()),
+            max_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    known_everywhere(&servers.iter().collect::<Vec<_>>(), "spin").await;
+    let a_id = own_id(&servers[0]).await;
+
+    // Long tasks, submitted on A, until one runs elsewhere.
+    let mut ids = Vec::new();
+    let t0 = Instant::now();
+    let (target, worker_id) = loop {
+        if ids.len() < 3 || (t0.elapsed() > Duration::from_secs(3) && ids.len() < 10) {
+            let s = ca
+                .submit(&SubmitTask {
+                    function: "spin".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids.push(s.id.to_string());
+        }
+        let mut found = None;
+        for id in &ids {
+            let t = ca.task(id).await.unwrap();
+            if t.state == TaskState::Running
+                && let Some(w) = t.worker.as_deref()
+                && w != a_id
+            {
+                found = Some((id.clone(), w.to_owned()));
+                break;
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no task ran outside A ({a_id}): {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("task {target} runs on {worker_id}, cancelling it on A ({a_id})");
+
+    let t0 = Instant::now();
+    let first = ca.cancel_task(&target).await.unwrap();
+    let answered = t0.elapsed();
+    let mut state = first.state;
+    while state != TaskState::Cancelled {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still {state} after cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        state = ca.task(&target).await.unwrap().state;
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "cancel on A of a task on another worker: answered {answered:?} ({}), reads cancelled after {took:?}",
+        first.state
+    );
+    assert!(took < Duration::from_millis(200), "took {took:?}");
+
+    // The worker that ran it stops the guest: once the others are
+    // cancelled too, it runs nothing.
+    for id in ids.iter().filter(|id| **id != target) {
+        let _ = ca.cancel_task(id).await;
+    }
+    let list = ca.workers().await.unwrap();
+    let runner = servers
+        .iter()
+        .find(|s| id_in(&list, s).as_deref() == Some(worker_id.as_str()))
+        .unwrap_or_else(|| panic!("{worker_id} is none of the servers: {list:?}"));
+    let cr = client(runner);
+    let (_, idle) = eventually(Duration::from_secs(5), "the runner goes idle", || {
+        let cr = cr.clone();
+        async move {
+            let s = cr.status().await.ok()?;
+            (s.running == 0 && s.tasks.running == 0).then_some(())
+        }
+    })
+    .await;
+    eprintln!("the worker that ran it was idle {idle:?} after the other cancels");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_routes_calls() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let gateway = worker(&nats, &["--role", "gateway"]);
+    let runner = worker(&nats, &[]);
+    let (cg, cr) = (client(&gateway), client(&runner));
+    cr.deploy("echo", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    known_everywhere(&[&gateway, &runner], "echo").await;
+    let runner_id = own_id(&runner).await;
+    let gateway_list = cg.workers().await.unwrap();
+    let gateway_id = id_in(&gateway_list, &gateway);
+    eprintln!("gateway {gateway_id:?}, runner {runner_id}; {gateway_list:?}");
+    if let Some(id) = &gateway_id {
+        let me = gateway_list.workers.iter().find(|w| &w.id == id).unwrap();
+        assert_eq!(me.role, WorkerRole::Gateway, "{me:?}");
+    }
+
+    let before = cr.status().await.unwrap().invocations.succeeded;
+    let out = cg.invoke("echo", "through the gateway").await.unwrap();
+    assert_eq!(&out.output[..], b"through the gateway");
+    let after = cr.status().await.unwrap().invocations.succeeded;
+    let g = cg.status().await.unwrap();
+    eprintln!(
+        "runner invocations {before} -> {after}; gateway: {:?}, engine {:?}",
+        g.invocations, g.engine
+    );
+    assert_eq!(after, before + 1, "the runner did not run the call");
+    assert_eq!(
+        g.engine.compiled + g.engine.cache_hits,
+        0,
+        "the gateway loaded code"
+    );
+
+    let s = cg
+        .submit(&SubmitTask {
+            function: "echo".into(),
+            input: Some("a task through the gateway".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = s.id.to_string();
+    let done = cg.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    assert_eq!(done.worker.as_deref(), Some(runner_id.as_str()), "{done:?}");
+    assert_eq!(
+        &cg.task_result(&id).await.unwrap()[..],
+        b"a task through the gateway"
+    );
+}
