@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use colony_core::{ErrorCode, Failure};
 use colony_worker::Error;
 use serde_json::{Map, Value, json};
-use tracing::error;
+use tracing::{error, warn};
 
 /// The error of every handler, rendered as
 /// `{"code": "...", "message": "...", ...details}`.
@@ -108,6 +108,12 @@ impl From<Error> for ApiError {
             Error::Overloaded { retry_after } => {
                 let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
                 err.retry_after = Some(retry_after.as_secs().max(1));
+                err
+            }
+            Error::ClusterUnavailable(_) => {
+                warn!(cause = %message, "cluster unavailable");
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+                err.retry_after = Some(1);
                 err
             }
             Error::Draining => {

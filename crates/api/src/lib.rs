@@ -36,6 +36,7 @@
 //! | GET | `/tasks/{id}/result` | the output of a succeeded task |
 //! | DELETE | `/tasks/{id}` | cancel the task |
 //! | GET | `/status` | ready/draining, uptime, counts |
+//! | GET | `/workers` | live workers (the cluster's) and their load |
 //! | GET | `/metrics` | Prometheus metrics |
 //! | GET | `/openapi.json` | the OpenAPI 3 description |
 #![forbid(unsafe_code)]
@@ -113,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::show).delete(tasks::cancel))
         .route("/tasks/{id}/result", get(tasks::result))
         .route("/status", get(status::status))
+        .route("/workers", get(status::workers))
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
         .fallback(error::not_found)

@@ -53,6 +53,7 @@ use crate::auth::Scope;
         crate::tasks::cancel,
         crate::tasks::result,
         crate::status::status,
+        crate::status::workers,
         metrics,
         openapi,
     ),

@@ -29,3 +29,24 @@ pub(crate) async fn status(State(state): State<AppState>) -> (StatusCode, Json<S
     };
     (code, Json(status))
 }
+
+/// The live workers with their load: the cluster's, or this worker alone
+/// when it runs on the embedded store.
+#[utoipa::path(
+    get,
+    path = "/workers",
+    operation_id = "list_workers",
+    summary = "Live workers and their load",
+    tag = "worker",
+    responses(
+        (status = 200, description = "The workers whose heartbeat is within its TTL.",
+            body = colony_core::wire::WorkerList),
+        (status = 503, description = "`cluster_unavailable`: NATS did not answer.",
+            body = colony_core::wire::ErrorBody),
+    ),
+)]
+pub(crate) async fn workers(
+    State(state): State<AppState>,
+) -> Result<Json<colony_core::wire::WorkerList>, crate::error::ApiError> {
+    Ok(Json(state.worker.workers().await?))
+}

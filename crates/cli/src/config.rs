@@ -43,6 +43,11 @@ pub(crate) struct RawConfig {
     pub(crate) max_functions: Option<usize>,
     pub(crate) max_inflight_per_token: Option<usize>,
     pub(crate) log_format: Option<String>,
+    pub(crate) nats: Option<String>,
+    pub(crate) nats_replicas: Option<usize>,
+    pub(crate) role: Option<String>,
+    pub(crate) ack_wait: Option<String>,
+    pub(crate) heartbeat: Option<String>,
     /// Tokens from the file: `[[tokens]]` tables.
     #[serde(default)]
     pub(crate) tokens: Vec<TokenConfig>,
@@ -96,6 +101,11 @@ impl RawConfig {
             max_functions: over.max_functions.or(self.max_functions),
             max_inflight_per_token: over.max_inflight_per_token.or(self.max_inflight_per_token),
             log_format: over.log_format.or(self.log_format),
+            nats: over.nats.or(self.nats),
+            nats_replicas: over.nats_replicas.or(self.nats_replicas),
+            role: over.role.or(self.role),
+            ack_wait: over.ack_wait.or(self.ack_wait),
+            heartbeat: over.heartbeat.or(self.heartbeat),
             tokens: [self.tokens, over.tokens].concat(),
             admin_tokens: [self.admin_tokens, over.admin_tokens].concat(),
             invoke_tokens: [self.invoke_tokens, over.invoke_tokens].concat(),
@@ -159,6 +169,37 @@ impl RawConfig {
         if let Some(s) = size("result_inline_max", self.result_inline_max)? {
             w.tasks.result_inline_max =
                 usize::try_from(s).context("result_inline_max is too large")?;
+        }
+        let cluster_only = [
+            ("nats_replicas", self.nats_replicas.is_some()),
+            ("role", self.role.is_some()),
+            ("ack_wait", self.ack_wait.is_some()),
+            ("heartbeat", self.heartbeat.is_some()),
+        ];
+        match self.nats.filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                let mut c = colony_worker::ClusterConfig::new(url);
+                if let Some(n) = self.nats_replicas {
+                    c.replicas = n;
+                }
+                if let Some(d) = duration("ack_wait", self.ack_wait)? {
+                    c.ack_wait = d;
+                }
+                if let Some(d) = duration("heartbeat", self.heartbeat)? {
+                    c.heartbeat = d;
+                }
+                c.role = match self.role.as_deref() {
+                    None | Some("worker") => colony_core::wire::WorkerRole::Worker,
+                    Some("gateway") => colony_core::wire::WorkerRole::Gateway,
+                    Some(other) => bail!("role: {other:?} is not worker or gateway"),
+                };
+                w.cluster = Some(c);
+            }
+            None => {
+                if let Some((name, _)) = cluster_only.iter().find(|(_, set)| *set) {
+                    bail!("{name}: only applies in a cluster; set nats (--nats URL) too");
+                }
+            }
         }
         // The pool needs a slot for every running call; grow it to fit a
         // large concurrency rather than refuse.

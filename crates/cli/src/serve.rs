@@ -93,6 +93,26 @@ pub(crate) struct Args {
     /// Log lines as text or json [default: text].
     #[arg(long, env = "COLONY_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Join a cluster over NATS JetStream at this URL (nats-server 2.11+
+    /// with -js) instead of the embedded store [default: none].
+    #[arg(long, env = "COLONY_NATS", value_name = "URL")]
+    nats: Option<String>,
+    /// Replicas of the cluster's streams and buckets: 1 for a single
+    /// nats-server, 3 for a clustered NATS [default: 1].
+    #[arg(long, env = "COLONY_NATS_REPLICAS", value_name = "N")]
+    nats_replicas: Option<usize>,
+    /// In a cluster: `worker` runs functions and tasks; `gateway` only
+    /// routes calls and submits [default: worker].
+    #[arg(long, env = "COLONY_ROLE", value_name = "ROLE")]
+    role: Option<String>,
+    /// In a cluster: a task whose worker went silent this long is
+    /// delivered to another [default: 30s].
+    #[arg(long, env = "COLONY_ACK_WAIT", value_name = "DURATION")]
+    ack_wait: Option<String>,
+    /// In a cluster: how often this worker reports its load; it leaves the
+    /// member list after 3 missed [default: 1s].
+    #[arg(long, env = "COLONY_HEARTBEAT", value_name = "DURATION")]
+    heartbeat: Option<String>,
 }
 
 impl Args {
@@ -117,6 +137,11 @@ impl Args {
             max_functions: self.max_functions,
             max_inflight_per_token: self.max_inflight_per_token,
             log_format: self.log_format,
+            nats: self.nats,
+            nats_replicas: self.nats_replicas,
+            role: self.role,
+            ack_wait: self.ack_wait,
+            heartbeat: self.heartbeat,
             tokens: Vec::new(),
             admin_tokens: self.admin_token,
             invoke_tokens: self.invoke_token,
@@ -178,6 +203,7 @@ impl Args {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        worker.set_address(format!("http://{addr}"));
         let app = router(AppState {
             worker: worker.clone(),
             max_body_bytes: config.max_body_bytes,

@@ -70,6 +70,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// The request body did not arrive in time.
     RequestTimeout,
+    /// The cluster's NATS is unreachable just now: retry shortly.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -107,6 +109,7 @@ impl ErrorCode {
             TooManyFunctions => "too_many_functions",
             TooManyRequests => "too_many_requests",
             RequestTimeout => "request_timeout",
+            ClusterUnavailable => "cluster_unavailable",
         }
     }
 }

@@ -96,6 +96,71 @@ pub enum WorkerState {
     Draining,
 }
 
+/// What a worker does in a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerRole {
+    /// Runs functions and tasks, and routes calls it cannot take.
+    #[default]
+    Worker,
+    /// Only routes: forwards calls and submits tasks, runs nothing.
+    Gateway,
+}
+
+impl WorkerRole {
+    /// The name in flags and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerRole::Worker => "worker",
+            WorkerRole::Gateway => "gateway",
+        }
+    }
+}
+
+/// One live worker and its load, as its last heartbeat said.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerInfo {
+    /// The worker's id (`host:pid`).
+    pub id: String,
+    /// Where its HTTP API listens, when it told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What it does.
+    pub role: WorkerRole,
+    /// Ready or draining.
+    pub state: WorkerState,
+    /// Its Colony version.
+    pub version: String,
+    /// Invocations and task attempts running now.
+    pub running: usize,
+    /// Calls waiting for a slot.
+    pub queued: usize,
+    /// Its concurrency limit (0 for a gateway).
+    pub concurrency: usize,
+    /// Task attempts among `running`.
+    pub tasks_running: usize,
+    /// Functions whose default revision is compiled and ready.
+    pub warm_functions: Vec<String>,
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: i64,
+    /// When it last sent a heartbeat (ms since the Unix epoch).
+    pub heartbeat_ms: i64,
+}
+
+/// `GET /workers` answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerList {
+    /// Whether this worker is in a cluster (false: only itself is listed).
+    pub cluster: bool,
+    /// A worker whose last heartbeat is older than this is gone.
+    pub heartbeat_ttl_ms: u64,
+    /// The live workers, sorted by id.
+    pub workers: Vec<WorkerInfo>,
+}
+
 /// A worker's health and load (`GET /status`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub tasks: crate::TaskConfig,
     /// Most functions the worker holds.
     pub max_functions: usize,
+    /// Join a cluster over NATS JetStream instead of the embedded store.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 impl WorkerConfig {
@@ -64,11 +66,15 @@ impl WorkerConfig {
             epoch_tick: engine.epoch_tick,
             tasks: crate::TaskConfig::default(),
             max_functions: DEFAULT_MAX_FUNCTIONS,
+            cluster: None,
         }
     }
 
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         if self.concurrency == 0 {
             return Err("concurrency must be at least 1".into());
         }

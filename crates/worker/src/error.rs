@@ -94,6 +94,10 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The cluster's NATS did not answer: retry shortly; nothing was
+    /// accepted.
+    #[error("the cluster is unavailable: {0}")]
+    ClusterUnavailable(String),
     /// The request is malformed: fix it.
     #[error("{0}")]
     BadRequest(String),
@@ -122,6 +126,7 @@ impl Error {
             Error::ResultNotFound { .. } => ErrorCode::ResultNotFound,
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::TooManyFunctions { .. } => ErrorCode::TooManyFunctions,
+            Error::ClusterUnavailable(_) => ErrorCode::ClusterUnavailable,
         }
     }
 

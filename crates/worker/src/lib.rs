@@ -18,6 +18,10 @@
 //!   with a bounded wait queue for calls.
 //! - `tasks`: durable tasks: submit, dispatch, retry, cancel, wait, sweep.
 //! - `taskstore`: the task table with a group-committing writer thread.
+//! - `seams`: the traits between the worker and where its state lives
+//!   (tasks, functions), with the embedded implementations.
+//! - `cluster`: the same seams over NATS JetStream, membership
+//!   heartbeats, cancel broadcast and forwarded calls.
 //! - `metrics`: Prometheus counters, histograms and gauges of the worker.
 //! - `error`: [`Error`], each variant mapped to a stable [`ErrorCode`].
 //!
@@ -35,12 +39,14 @@
 
 mod blobs;
 mod builtin;
+mod cluster;
 pub mod config;
 mod error;
 mod executor;
 mod metrics;
 mod registry;
 mod scheduler;
+mod seams;
 mod store;
 mod tasks;
 mod taskstore;
@@ -49,6 +55,7 @@ mod worker;
 
 pub use builtin::{BUILTINS, BuiltinExecutor, BuiltinFn};
 pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
+pub use cluster::{ClusterConfig, MIN_NATS_VERSION};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};

@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS revisions_by_code ON revisions(code_sha256);
 ";
 
 /// One stored revision.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct RevisionRow {
     pub(crate) id: RevisionId,
     pub(crate) number: u32,
@@ -52,7 +52,7 @@ pub(crate) struct RevisionRow {
 }
 
 /// One stored function with its revisions, oldest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FunctionRow {
     pub(crate) name: FunctionName,
     pub(crate) default_rev: RevisionId,

@@ -204,6 +204,40 @@ pub(crate) enum Outcome {
     Unrunnable(TaskError),
 }
 
+/// What an ended attempt leads to: the next state (by the one state
+/// machine), the error to record and the output to keep. `cancelled`:
+/// the caller cancelled this attempt.
+pub(crate) fn judge(
+    outcome: Outcome,
+    cancelled: bool,
+    attempts: u32,
+    max_attempts: u32,
+    retry: &colony_core::RetryPolicy,
+) -> Result<(TaskState, Option<TaskError>, Option<Bytes>)> {
+    let (event, error, output) = match outcome {
+        Outcome::Succeeded(out) => (TaskEvent::Succeed, None, Some(out)),
+        Outcome::Failed(Failure::Cancelled) if cancelled => (TaskEvent::Cancel, None, None),
+        Outcome::Failed(f) => {
+            let retryable = retry.retries(RetryOn::of(&f));
+            let event = TaskEvent::Fail {
+                retryable,
+                attempts_left: attempts < max_attempts,
+            };
+            (event, Some(TaskError::from_failure(&f)), None)
+        }
+        Outcome::Unrunnable(e) => (
+            TaskEvent::Fail {
+                retryable: false,
+                attempts_left: attempts < max_attempts,
+            },
+            Some(e),
+            None,
+        ),
+    };
+    let next = TaskState::Running.apply(event).map_err(Error::internal)?;
+    Ok((next, error, output))
+}
+
 impl Tasks {
     pub(crate) fn new(
         store: TaskStore,
@@ -439,29 +473,13 @@ impl Tasks {
     ) -> Result<TaskState> {
         let attempts = live.state.lock().attempts;
         let now = now_ms();
-        let (event, error, output) = match outcome {
-            Outcome::Succeeded(out) => (TaskEvent::Succeed, None, Some(out)),
-            Outcome::Failed(Failure::Cancelled) if live.cancel.is_cancelled() => {
-                (TaskEvent::Cancel, None, None)
-            }
-            Outcome::Failed(f) => {
-                let retryable = retry.retries(RetryOn::of(&f));
-                let event = TaskEvent::Fail {
-                    retryable,
-                    attempts_left: attempts < live.max_attempts,
-                };
-                (event, Some(TaskError::from_failure(&f)), None)
-            }
-            Outcome::Unrunnable(e) => (
-                TaskEvent::Fail {
-                    retryable: false,
-                    attempts_left: attempts < live.max_attempts,
-                },
-                Some(e),
-                None,
-            ),
-        };
-        let next = TaskState::Running.apply(event).map_err(Error::internal)?;
+        let (next, error, output) = judge(
+            outcome,
+            live.cancel.is_cancelled(),
+            attempts,
+            live.max_attempts,
+            retry,
+        )?;
         if next == TaskState::Queued {
             let not_before = now + retry.backoff(attempts + 1).as_millis() as i64;
             let change = Change::Requeue {

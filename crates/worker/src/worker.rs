@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use colony_core::wire::{
     Deployed, EngineCounts, FunctionInfo, InvocationCounts, Status, Submitted, TaskCounts,
-    TaskInfo, TaskList, WorkerState,
+    TaskInfo, TaskList, WorkerInfo, WorkerList, WorkerRole, WorkerState,
 };
 use colony_core::{FunctionName, FunctionRef, Manifest, RevisionId, TaskError, TaskId, TaskState};
 use colony_engine::{CancellationToken, Engine, EngineConfig};
@@ -18,13 +18,17 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::blobs::Blobs;
+use crate::cluster::functions::NatsFunctions;
+use crate::cluster::tasks::ClusterTasks;
+use crate::cluster::{Nats, forward, members};
+use crate::seams::{FunctionStore, LocalFunctions, LocalTasks, TaskBackend};
 use crate::builtin::BuiltinExecutor;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
 use crate::registry::{FunctionEntry, Index, RevisionEntry};
-use crate::scheduler::Scheduler;
-use crate::store::{RevisionRow, Store, now_ms};
+use crate::scheduler::{Scheduler, Slot};
+use crate::store::{FunctionRow, RevisionRow, Store, now_ms};
 use crate::tasks::{Live, Outcome, Submission, Tasks};
 use crate::taskstore::{ListQuery, TaskStore};
 use crate::wasm::WasmExecutor;
@@ -54,8 +58,8 @@ pub struct Worker {
     config: WorkerConfig,
     engine: Engine,
     executors: ExecutorRegistry,
-    store: Arc<Mutex<Store>>,
-    blobs: Blobs,
+    /// Where functions and code are kept (SQLite and files, or NATS).
+    functions: Arc<dyn FunctionStore>,
     index: Index,
     scheduler: Scheduler,
     /// Serializes registry writes (deploy, default switch, delete).
@@ -63,7 +67,18 @@ pub struct Worker {
     counters: Counters,
     started: Instant,
     draining: AtomicBool,
-    tasks: Arc<Tasks>,
+    /// Where tasks are queued and recorded.
+    tasks: Arc<dyn TaskBackend>,
+    /// The embedded task queue (none in a cluster).
+    local_tasks: Option<Arc<Tasks>>,
+    /// The cluster this worker belongs to, if any.
+    cluster: Option<Cluster>,
+    /// Bucket sequence of each function's latest applied change (cluster).
+    applied: Mutex<HashMap<FunctionName, u64>>,
+    /// Where the API listens, for the member list.
+    address: Mutex<Option<String>>,
+    id: Arc<str>,
+    started_ms: i64,
     metrics: Arc<crate::metrics::Metrics>,
     /// Held for the worker's life: one process per data directory.
     _lock: std::fs::File,
@@ -74,17 +89,26 @@ pub struct Worker {
 /// A slot under a function's own concurrency limit; freeing it lets
 /// parked tasks of that function run.
 #[derive(Debug)]
-struct GatePermit {
+pub(crate) struct GatePermit {
     gate: Arc<Gate>,
-    tasks: Arc<Tasks>,
+    tasks: Option<Arc<Tasks>>,
 }
 
 impl Drop for GatePermit {
     fn drop(&mut self) {
         // Free the slot first, so a parked task woken now can take it.
         self.gate.leave();
-        self.tasks.unpark();
+        if let Some(tasks) = &self.tasks {
+            tasks.unpark();
+        }
     }
+}
+
+/// A worker's cluster side.
+#[derive(Debug)]
+struct Cluster {
+    nats: Nats,
+    tasks: Arc<ClusterTasks>,
 }
 
 /// How many invocations of one function run now, across its revisions.
@@ -189,6 +213,104 @@ impl Worker {
         executors.register("wasm", Arc::new(WasmExecutor::new(engine.clone())));
         executors.register("builtin", Arc::new(BuiltinExecutor::default()));
         extend(&mut executors, &engine);
+        let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
+        let id = worker_id();
+        let metrics = crate::metrics::Metrics::new(&id);
+        let worker = match config.cluster.clone() {
+            None => {
+                let (functions, tasks, local, index) =
+                    Self::open_local(&config, &id, &metrics).await?;
+                Arc::new(Self {
+                    engine,
+                    executors,
+                    functions,
+                    index,
+                    scheduler,
+                    write_lock: tokio::sync::Mutex::new(()),
+                    counters: Counters::default(),
+                    started: Instant::now(),
+                    started_ms: now_ms(),
+                    draining: AtomicBool::new(false),
+                    tasks,
+                    local_tasks: Some(local),
+                    cluster: None,
+                    applied: Mutex::new(HashMap::new()),
+                    address: Mutex::new(None),
+                    id,
+                    metrics,
+                    gates: Mutex::new(HashMap::new()),
+                    _lock: lock,
+                    config,
+                })
+            }
+            Some(cc) => {
+                let nats = Nats::connect(&cc, &id, config.tasks.ttl).await?;
+                let cache = Blobs::open(&config.data_dir.join("blobs"))?;
+                let functions = Arc::new(NatsFunctions::new(nats.clone(), cache));
+                let (rows, seq) = functions.load_all().await?;
+                let tasks = Arc::new(ClusterTasks::new(
+                    nats.clone(),
+                    config.tasks.clone(),
+                    id.clone(),
+                    metrics.clone(),
+                ));
+                let applied = rows.iter().map(|r| (r.name.clone(), seq)).collect();
+                let worker = Arc::new(Self {
+                    engine,
+                    executors,
+                    functions: functions.clone(),
+                    index: Index::load(rows),
+                    scheduler,
+                    write_lock: tokio::sync::Mutex::new(()),
+                    counters: Counters::default(),
+                    started: Instant::now(),
+                    started_ms: now_ms(),
+                    draining: AtomicBool::new(false),
+                    tasks: Arc::new(tasks.clone()),
+                    local_tasks: None,
+                    cluster: Some(Cluster {
+                        nats: nats.clone(),
+                        tasks: tasks.clone(),
+                    }),
+                    applied: Mutex::new(applied),
+                    address: Mutex::new(None),
+                    id: id.clone(),
+                    metrics,
+                    gates: Mutex::new(HashMap::new()),
+                    _lock: lock,
+                    config,
+                });
+                let weak = Arc::downgrade(&worker);
+                tokio::spawn(functions.follow(weak.clone(), seq + 1));
+                tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
+                tokio::spawn(members::follow(nats.clone(), id.to_string()));
+                tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
+                if cc.role == WorkerRole::Worker {
+                    tokio::spawn(tasks.dispatch(weak.clone()));
+                    tokio::spawn(forward::serve(nats, weak));
+                }
+                worker
+            }
+        };
+        if let Some(local) = &worker.local_tasks {
+            tokio::spawn(worker.clone().dispatch(local.clone()));
+            tokio::spawn(sweep(
+                Arc::downgrade(local),
+                worker.config.tasks.sweep_interval,
+            ));
+        }
+        let (functions, revisions) = worker.index.counts();
+        info!(functions, revisions, data_dir = %worker.config.data_dir.display(), "registry loaded");
+        Ok(worker)
+    }
+
+    /// The embedded seams: SQLite and files in the data directory.
+    async fn open_local(
+        config: &WorkerConfig,
+        id: &Arc<str>,
+        metrics: &Arc<crate::metrics::Metrics>,
+    ) -> Result<(Arc<dyn FunctionStore>, Arc<dyn TaskBackend>, Arc<Tasks>, Index)> {
+        let data = config.data_dir.clone();
         let (store, rows) = tokio::task::spawn_blocking(move || -> Result<_> {
             let store = Store::open(&data.join("colony.db"))?;
             let rows = store.load_all()?;
@@ -198,7 +320,6 @@ impl Worker {
         .map_err(Error::internal)??;
         let blobs = Blobs::open(&config.data_dir.join("blobs"))?;
         let results = Blobs::open(&config.data_dir.join("results"))?;
-        let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let index = Index::load(rows);
         let db = config.data_dir.join("colony.db");
         let ttl_ms = config.tasks.ttl.as_millis() as i64;
@@ -216,8 +337,6 @@ impl Worker {
                 })
             })
             .collect();
-        let id = worker_id();
-        let metrics = crate::metrics::Metrics::new(&id);
         let store_metrics = metrics.clone();
         let (task_store, queued, recovered) = tokio::task::spawn_blocking(move || {
             let retries_lost = |f: &str, r: &str| {
@@ -241,34 +360,14 @@ impl Worker {
             queued,
             results,
             config.tasks.clone(),
-            id,
+            id.clone(),
             metrics.clone(),
         ));
-        let worker = Arc::new(Self {
-            engine,
-            executors,
+        let functions = Arc::new(LocalFunctions {
             store: Arc::new(Mutex::new(store)),
             blobs,
-            index,
-            scheduler,
-            write_lock: tokio::sync::Mutex::new(()),
-            counters: Counters::default(),
-            started: Instant::now(),
-            draining: AtomicBool::new(false),
-            tasks,
-            metrics,
-            gates: Mutex::new(HashMap::new()),
-            _lock: lock,
-            config,
         });
-        tokio::spawn(worker.clone().dispatch());
-        tokio::spawn(sweep(
-            Arc::downgrade(&worker.tasks),
-            worker.config.tasks.sweep_interval,
-        ));
-        let (functions, revisions) = worker.index.counts();
-        info!(functions, revisions, data_dir = %worker.config.data_dir.display(), "registry loaded");
-        Ok(worker)
+        Ok((functions, Arc::new(LocalTasks(tasks.clone())), tasks, index))
     }
 
     /// Prepares every function's default revision in the background, so
@@ -309,15 +408,18 @@ impl Worker {
                             rev.row.manifest.executor
                         ))
                     })?;
-                let blobs = self.blobs.clone();
-                let rev = rev.clone();
-                tokio::task::spawn_blocking(move || {
-                    let code = blobs.get(&rev.row.code_sha256).map_err(|e| {
+                let code = self
+                    .functions
+                    .code(&rev.row.code_sha256)
+                    .await
+                    .map_err(|e| {
                         Error::Internal(format!(
                             "code of {}@{} is unreadable: {e}",
                             rev.function, rev.row.id
                         ))
                     })?;
+                let rev = rev.clone();
+                tokio::task::spawn_blocking(move || {
                     executor
                         .prepare(&rev.function, &code, &rev.row.manifest)
                         .map_err(|e| {
@@ -353,7 +455,45 @@ impl Worker {
     }
 
     /// Like [`Worker::invoke`], stopping the guest when `cancel` fires.
+    /// In a cluster, a call this worker has no free slot for (or any call,
+    /// at a gateway) goes to a worker that has one.
     pub async fn invoke_cancellable(
+        &self,
+        target: &FunctionRef,
+        input: Bytes,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Invoked> {
+        if let Some(c) = &self.cluster {
+            let gateway = c.nats.config.role == WorkerRole::Gateway;
+            let busy = self.scheduler.running() >= self.scheduler.concurrency()
+                || self.scheduler.queued() > 0;
+            if (gateway || busy) && input.len() <= forward::max_forward(&c.nats) {
+                let rev = self.index.resolve(target)?;
+                let pinned = FunctionRef {
+                    name: rev.function.clone(),
+                    rev: Some(rev.row.id.to_string()),
+                };
+                let timeout =
+                    rev.row.manifest.limits.timeout() + self.config.max_queue_wait + Duration::from_secs(1);
+                match forward::call(&c.nats, &pinned, input.clone(), timeout).await {
+                    Ok(Some(done)) => return Ok(done),
+                    // No other worker listens: run it here (a gateway
+                    // cannot).
+                    Ok(None) if !gateway => {}
+                    Ok(None) => {
+                        return Err(Error::Overloaded {
+                            retry_after: Duration::from_secs(1),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.invoke_here(target, input, cancel).await
+    }
+
+    /// Runs a call on this worker, waiting for a slot here.
+    pub(crate) async fn invoke_here(
         &self,
         target: &FunctionRef,
         input: Bytes,
@@ -393,7 +533,7 @@ impl Worker {
                 }
                 Some(GatePermit {
                     gate,
-                    tasks: self.tasks.clone(),
+                    tasks: self.local_tasks.clone(),
                 })
             }
         };
@@ -532,28 +672,43 @@ impl Worker {
             manifest,
             created_ms: now_ms(),
         };
-        let (blobs, store, fname, row2) = (
-            self.blobs.clone(),
-            self.store.clone(),
-            name.clone(),
-            row.clone(),
-        );
         let existing = self.index.get(&name);
         let make_default = make_default || existing.is_none();
-        let (runnable, number) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let runnable =
-                executor
-                    .prepare(&fname, &code, &row2.manifest)
-                    .map_err(|e| match e {
-                        PrepareError::InvalidCode { reason } => Error::InvalidModule { reason },
-                        PrepareError::Internal(m) => Error::Internal(m),
-                    })?;
-            blobs.put(&row2.code_sha256, &code)?;
-            let number = store.lock().insert_revision(&fname, &row2, make_default)?;
-            Ok((runnable, number))
+        let (fname, manifest, code2) = (name.clone(), row.manifest.clone(), code.clone());
+        let runnable = tokio::task::spawn_blocking(move || {
+            executor
+                .prepare(&fname, &code2, &manifest)
+                .map_err(|e| match e {
+                    PrepareError::InvalidCode { reason } => Error::InvalidModule { reason },
+                    PrepareError::Internal(m) => Error::Internal(m),
+                })
         })
         .await
         .map_err(Error::internal)??;
+        self.functions.put_code(&row.code_sha256, code).await?;
+        let number = self
+            .functions
+            .insert_revision(&name, &row, make_default)
+            .await?;
+        if self.cluster.is_some() {
+            // The registry watch put it in the index already (the store
+            // waits for that); keep the compiled form made here.
+            let target = FunctionRef {
+                name: name.clone(),
+                rev: Some(id.to_string()),
+            };
+            if let Ok(rev) = self.index.resolve(&target) {
+                let _ = rev.prepared.set(runnable);
+            }
+            info!(function = %name, revision = %id, number, default = make_default, "deployed to the cluster");
+            return Ok(Deployed {
+                function: name,
+                revision: id,
+                number,
+                created: true,
+                default: make_default,
+            });
+        }
 
         let prepared = OnceCell::new_with(Some(runnable));
         let entry = Arc::new(RevisionEntry {
@@ -589,10 +744,11 @@ impl Worker {
     }
 
     async fn persist_default(&self, f: &FunctionEntry, id: &RevisionId) -> Result<()> {
-        let (store, name, id2) = (self.store.clone(), f.name.clone(), id.clone());
-        tokio::task::spawn_blocking(move || store.lock().set_default(&name, &id2))
-            .await
-            .map_err(Error::internal)??;
+        self.functions.set_default(&f.name, id).await?;
+        if self.cluster.is_some() {
+            info!(function = %f.name, revision = %id, "default revision switched in the cluster");
+            return Ok(());
+        }
         let mut next = f.clone();
         next.default_rev = id.clone();
         next.updated_ms = now_ms();
@@ -617,14 +773,17 @@ impl Worker {
     pub async fn delete(&self, name: &FunctionName) -> Result<()> {
         let _guard = self.write_lock.lock().await;
         self.index.function(name)?;
-        let (store, n) = (self.store.clone(), name.clone());
-        let orphaned = tokio::task::spawn_blocking(move || store.lock().delete_function(&n))
-            .await
-            .map_err(Error::internal)??;
+        let in_use = self
+            .index
+            .all()
+            .iter()
+            .filter(|f| &f.name != name)
+            .flat_map(|f| f.revisions.iter().map(|r| r.row.code_sha256.clone()))
+            .collect();
+        let orphaned = self.functions.delete_function(name, in_use).await?;
         self.index.remove(name);
         self.gates.lock().remove(name);
         for sha in &orphaned {
-            self.blobs.remove(sha);
             self.engine.forget(sha);
         }
         info!(function = %name, "deleted");
@@ -689,7 +848,13 @@ impl Worker {
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.scheduler.close();
-        self.tasks.wake.notify_one();
+        if let Some(tasks) = &self.local_tasks {
+            tasks.wake.notify_one();
+        }
+        if let Some(c) = &self.cluster {
+            let (nats, id) = (c.nats.clone(), self.id.clone());
+            tokio::spawn(async move { members::leave(&nats, &id).await });
+        }
     }
 
     fn gate(&self, function: &FunctionName) -> Arc<Gate> {
@@ -783,15 +948,15 @@ impl Worker {
     }
 
     /// The task dispatcher: one slot at a time, best task first.
-    async fn dispatch(self: Arc<Self>) {
+    async fn dispatch(self: Arc<Self>, tasks: Arc<Tasks>) {
         loop {
             if self.draining.load(Ordering::Acquire) {
                 return;
             }
-            let notified = self.tasks.wake.notified();
+            let notified = tasks.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (ready, due) = self.tasks.peek();
+            let (ready, due) = tasks.peek();
             if !ready {
                 match due {
                     Some(t) => {
@@ -807,7 +972,7 @@ impl Worker {
                 return;
             };
             let mut gate = None;
-            let (task, _) = self.tasks.next(|live| match self.try_gate(live) {
+            let (task, _) = tasks.next(|live| match self.try_gate(live) {
                 Ok(permit) => {
                     gate = permit;
                     true
@@ -818,11 +983,11 @@ impl Worker {
                 drop(slot);
                 continue;
             };
-            let me = self.clone();
+            let (me, tasks) = (self.clone(), tasks.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 let _gate = gate;
-                me.run_task(live).await;
+                me.run_task(&tasks, live).await;
             });
         }
     }
@@ -843,7 +1008,7 @@ impl Worker {
                 if gate.try_enter(limit) {
                     Ok(Some(GatePermit {
                         gate,
-                        tasks: self.tasks.clone(),
+                        tasks: self.local_tasks.clone(),
                     }))
                 } else {
                     Err(())
@@ -852,58 +1017,259 @@ impl Worker {
         }
     }
 
-    async fn run_task(&self, live: Arc<Live>) {
+    async fn run_task(&self, tasks: &Arc<Tasks>, live: Arc<Live>) {
+        let input = tasks.input(&live).await;
+        let (outcome, policy) = self
+            .execute(
+                &live.function,
+                &live.revision,
+                input,
+                &live.cancel,
+                live.timeout_ms,
+            )
+            .await;
+        if let Err(e) = tasks.finish(&live, outcome, &policy).await {
+            tracing::error!(task = %live.id, cause = %e, "cannot record how a task ended; it is recovered at the next start");
+        }
+    }
+
+    /// Runs one task attempt here: how it ended, and the retry policy of
+    /// its revision.
+    pub(crate) async fn execute(
+        &self,
+        function: &FunctionName,
+        revision: &RevisionId,
+        input: Result<Bytes>,
+        cancel: &CancellationToken,
+        timeout_ms: Option<u64>,
+    ) -> (Outcome, colony_core::RetryPolicy) {
         let target = FunctionRef {
-            name: live.function.clone(),
-            rev: Some(live.revision.to_string()),
+            name: function.clone(),
+            rev: Some(revision.to_string()),
         };
-        let (outcome, policy) = match self.index.resolve(&target) {
-            Err(e) => (
-                Outcome::Unrunnable(TaskError {
+        let rev = match self.index.resolve(&target) {
+            Ok(rev) => rev,
+            Err(e) => {
+                let unrunnable = Outcome::Unrunnable(TaskError {
                     code: e.code().as_str().to_owned(),
                     message: e.to_string(),
                     exit_code: None,
                     stderr_tail: None,
-                }),
-                colony_core::RetryPolicy::default(),
-            ),
-            Ok(rev) => {
-                let policy = rev.row.manifest.retry.clone();
-                let started = Instant::now();
-                let outcome = async {
-                    let input = self.tasks.input(&live).await?;
-                    let runnable = self.prepared(&rev).await?;
-                    let call = Call {
-                        input,
-                        cancel: Some(&live.cancel),
-                        timeout_ms: live.timeout_ms,
-                    };
-                    Ok::<_, Error>(runnable.run(call).await)
-                }
-                .await;
-                let took = Some(started.elapsed());
-                let function = live.function.as_str();
-                let outcome = match outcome {
-                    Ok(Ok(out)) => {
-                        self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.invocation(function, "task", "succeeded", took);
-                        Outcome::Succeeded(out)
-                    }
-                    Ok(Err(f)) => {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        self.metrics
-                            .invocation(function, "task", f.code().as_str(), took);
-                        Outcome::Failed(f)
-                    }
-                    Err(e) => Outcome::Failed(colony_core::Failure::Internal {
-                        message: e.to_string(),
-                    }),
-                };
-                (outcome, policy)
+                });
+                return (unrunnable, colony_core::RetryPolicy::default());
             }
         };
-        if let Err(e) = self.tasks.finish(&live, outcome, &policy).await {
-            tracing::error!(task = %live.id, cause = %e, "cannot record how a task ended; it is recovered at the next start");
+        let policy = rev.row.manifest.retry.clone();
+        let started = Instant::now();
+        let outcome = async {
+            let input = input?;
+            let runnable = self.prepared(&rev).await?;
+            let call = Call {
+                input,
+                cancel: Some(cancel),
+                timeout_ms,
+            };
+            Ok::<_, Error>(runnable.run(call).await)
+        }
+        .await;
+        let took = Some(started.elapsed());
+        let function = function.as_str();
+        let outcome = match outcome {
+            Ok(Ok(out)) => {
+                self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.invocation(function, "task", "succeeded", took);
+                Outcome::Succeeded(out)
+            }
+            Ok(Err(f)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .invocation(function, "task", f.code().as_str(), took);
+                Outcome::Failed(f)
+            }
+            Err(e) => Outcome::Failed(colony_core::Failure::Internal {
+                message: e.to_string(),
+            }),
+        };
+        (outcome, policy)
+    }
+
+    /// Whether a task of this revision runs again after its worker was
+    /// lost.
+    pub(crate) fn retries_lost(&self, function: &FunctionName, revision: &RevisionId) -> bool {
+        self.index
+            .get(function)
+            .and_then(|f| {
+                f.revisions
+                    .iter()
+                    .find(|r| &r.row.id == revision)
+                    .map(|r| r.row.manifest.retry.retries(Some(colony_core::RetryOn::WorkerLost)))
+            })
+            .unwrap_or(false)
+    }
+
+    /// Waits for room under the function's own limit (cluster tasks).
+    pub(crate) async fn task_gate(
+        &self,
+        function: &FunctionName,
+        revision: &RevisionId,
+    ) -> Option<GatePermit> {
+        let limit = self
+            .index
+            .get(function)?
+            .revisions
+            .iter()
+            .find(|r| &r.row.id == revision)?
+            .row
+            .manifest
+            .concurrency;
+        if limit == 0 {
+            return None;
+        }
+        let gate = self.gate(function);
+        gate.enter(limit).await;
+        Some(GatePermit {
+            gate,
+            tasks: self.local_tasks.clone(),
+        })
+    }
+
+    /// A slot for a task attempt; `None` once draining.
+    pub(crate) async fn task_slot(&self) -> Option<Slot> {
+        self.scheduler.acquire_for_task().await
+    }
+
+    /// Whether the worker stopped taking work.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Tells the member list where the API listens.
+    pub fn set_address(&self, url: impl Into<String>) {
+        *self.address.lock() = Some(url.into());
+    }
+
+    /// This worker as the member list shows it.
+    pub(crate) fn member_info(&self) -> WorkerInfo {
+        let status = self.status();
+        let role = self
+            .cluster
+            .as_ref()
+            .map_or(WorkerRole::Worker, |c| c.nats.config.role);
+        let warm_functions = self
+            .index
+            .all()
+            .iter()
+            .filter(|f| {
+                f.resolve(None)
+                    .is_ok_and(|r| r.prepared.initialized())
+            })
+            .map(|f| f.name.to_string())
+            .collect();
+        WorkerInfo {
+            id: self.id.to_string(),
+            address: self.address.lock().clone(),
+            role,
+            state: status.state,
+            version: status.version,
+            running: status.running,
+            queued: status.queued,
+            concurrency: if role == WorkerRole::Gateway {
+                0
+            } else {
+                status.concurrency
+            },
+            tasks_running: status.tasks.running,
+            warm_functions,
+            started_ms: self.started_ms,
+            heartbeat_ms: now_ms(),
+        }
+    }
+
+    /// The live workers: the cluster's, or this one alone.
+    pub async fn workers(&self) -> Result<WorkerList> {
+        match &self.cluster {
+            None => Ok(WorkerList {
+                cluster: false,
+                heartbeat_ttl_ms: 0,
+                workers: vec![self.member_info()],
+            }),
+            Some(c) => {
+                c.tasks.refresh_pending().await;
+                Ok(WorkerList {
+                    cluster: true,
+                    heartbeat_ttl_ms: c.nats.config.heartbeat_ttl().as_millis() as u64,
+                    workers: members::list(&c.nats).await?,
+                })
+            }
+        }
+    }
+
+    /// Applies a function as the cluster registry holds it (its change at
+    /// bucket sequence `seq`), keeping what is compiled, and compiles new
+    /// revisions ahead of their first call.
+    pub(crate) fn apply_function(self: &Arc<Self>, row: FunctionRow, seq: u64) {
+        {
+            let mut applied = self.applied.lock();
+            let last = applied.entry(row.name.clone()).or_insert(0);
+            if *last >= seq {
+                return;
+            }
+            *last = seq;
+        }
+        let old = self.index.get(&row.name);
+        let mut fresh = Vec::new();
+        let revisions = row
+            .revisions
+            .into_iter()
+            .map(|r| {
+                let kept = old
+                    .as_ref()
+                    .and_then(|f| f.revisions.iter().find(|e| e.row.id == r.id).cloned());
+                kept.unwrap_or_else(|| {
+                    let entry = Arc::new(RevisionEntry {
+                        function: row.name.clone(),
+                        row: r,
+                        prepared: OnceCell::new(),
+                    });
+                    fresh.push(entry.clone());
+                    entry
+                })
+            })
+            .collect();
+        let entry = FunctionEntry {
+            name: row.name.clone(),
+            default_rev: row.default_rev,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            revisions,
+        };
+        self.index.put(entry);
+        if self.cluster.as_ref().map(|c| c.nats.config.role) == Some(WorkerRole::Gateway) {
+            return;
+        }
+        for rev in fresh {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.prepared(&rev).await {
+                    warn!(function = %rev.function, revision = %rev.row.id, cause = %e, "cannot prepare a new revision");
+                }
+            });
+        }
+    }
+
+    /// Applies a function's deletion seen in the cluster registry.
+    pub(crate) fn apply_delete(&self, name: &FunctionName, seq: u64) {
+        {
+            let mut applied = self.applied.lock();
+            let last = applied.entry(name.clone()).or_insert(0);
+            if *last >= seq {
+                return;
+            }
+            *last = seq;
+        }
+        if self.index.remove(name).is_some() {
+            self.gates.lock().remove(name);
+            info!(function = %name, "deleted in the cluster");
         }
     }
 
