@@ -55,8 +55,10 @@ impl ServerArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a worker: the HTTP API over the embedded store.
-    Serve(serve::Args),
+    /// Run a worker: the HTTP API over the embedded store, or in a
+    /// cluster with --nats.
+    // Boxed: its flags outweigh every other subcommand's.
+    Serve(Box<serve::Args>),
     /// Deploy code as a new revision of a function; prints the revision id.
     Deploy(deploy::Args),
     /// Run a function once: input from --data, --file or stdin; output to stdout.
@@ -105,7 +107,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => args.run().await,
+            Command::Serve(args) => (*args).run().await,
             Command::Deploy(args) => args.run().await,
             Command::Invoke(args) => args.run().await,
             Command::Submit(args) => args.run().await,
@@ -143,6 +145,7 @@ mod tests {
             "colony functions echo",
             "colony default echo abcdef12",
             "colony delete echo",
+            "colony serve --nats nats://127.0.0.1:4222 --role gateway --nats-replicas 3 --ack-wait 30s --heartbeat 1s",
             "colony workers",
             "colony workers --json --server http://127.0.0.1:9000",
             "colony bench --concurrency 1,64 --duration 5s",
