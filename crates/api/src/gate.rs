@@ -52,6 +52,7 @@ const ROUTES: &[&str] = &[
     "/tasks/{id}",
     "/tasks/{id}/result",
     "/status",
+    "/workers",
     "/metrics",
     "/openapi.json",
 ];

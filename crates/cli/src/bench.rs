@@ -58,6 +58,18 @@ pub(crate) struct Args {
     /// them until all are finished.
     #[arg(long, value_name = "N")]
     tasks: Option<usize>,
+    /// Start the workers as a cluster on this NATS (nats-server 2.11+
+    /// with -js) instead of on the embedded store.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// With --nats: how many workers to start; tasks are submitted to
+    /// them in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// With --nats: also start a gateway (`--role gateway`) and send the
+    /// /run calls through it, so each is forwarded to a worker.
+    #[arg(long)]
+    via_gateway: bool,
 }
 
 /// A `colony serve` child, killed on drop.
@@ -68,12 +80,13 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(extra: &[String]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("cannot find the colony binary")?;
         let mut child = tokio::process::Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .args(extra)
             .env(
                 "COLONY_LOG",
                 std::env::var("COLONY_LOG").unwrap_or_else(|_| "warn".into()),
@@ -236,25 +249,42 @@ const TASK_STALL: Duration = Duration::from_secs(60);
 /// How often the worker's status is polled while tasks run.
 const STATUS_POLL: Duration = Duration::from_millis(20);
 
+/// Tasks finished by all the workers since they started.
+async fn finished(clients: &[Client]) -> anyhow::Result<(u64, usize, usize)> {
+    let (mut finished, mut queued, mut running) = (0, 0, 0);
+    for c in clients {
+        let t = c.status().await?.tasks;
+        finished += t.finished;
+        // In a cluster each worker reports the whole queue.
+        queued = queued.max(t.queued);
+        running += t.running;
+    }
+    Ok((finished, queued, running))
+}
+
 async fn task_run(
-    client: &Client,
-    addr: &str,
+    clients: &[Client],
+    addrs: &[String],
     function: &str,
     n: usize,
     connections: usize,
 ) -> anyhow::Result<TaskRun> {
+    let client = &clients[0];
     let body = serde_json::to_vec(&SubmitTask {
         function: function.to_owned(),
         input: Some("x".into()),
         ..Default::default()
     })?;
     let body = Bytes::from(body);
-    let finished_before = client.status().await?.tasks.finished;
+    let finished_before = finished(clients).await?.0;
 
     let remaining = Arc::new(AtomicUsize::new(n));
     let start = Instant::now();
     let conns: Vec<_> = (0..connections.min(n.max(1)))
-        .map(|_| tokio::spawn(submitter(addr.to_owned(), body.clone(), remaining.clone())))
+        .map(|i| {
+            let addr = addrs[i % addrs.len()].clone();
+            tokio::spawn(submitter(addr, body.clone(), remaining.clone()))
+        })
         .collect();
     let mut all = SubmitStats::default();
     for conn in conns {
@@ -270,10 +300,9 @@ async fn task_run(
     // Wait until every accepted task is finished.
     let mut last_progress = (Instant::now(), 0u64);
     let end_to_end = loop {
-        let status = client.status().await?;
-        let t = status.tasks;
-        let finished = t.finished.saturating_sub(finished_before);
-        if t.queued == 0 && t.running == 0 && finished >= accepted as u64 {
+        let (done, queued, running) = finished(clients).await?;
+        let finished = done.saturating_sub(finished_before);
+        if finished >= accepted as u64 && (clients.len() > 1 || queued == 0 && running == 0) {
             break start.elapsed();
         }
         if finished != last_progress.1 {
@@ -281,9 +310,7 @@ async fn task_run(
         } else if last_progress.0.elapsed() > TASK_STALL {
             bail!(
                 "{function}: no task finished for {TASK_STALL:?}: {finished} of {accepted} \
-                 finished, {} queued, {} running",
-                t.queued,
-                t.running
+                 finished, {queued} queued, {running} running"
             );
         }
         tokio::time::sleep(STATUS_POLL).await;
@@ -361,16 +388,54 @@ impl Args {
             "--concurrency: levels must be at least 1"
         );
 
-        let child = match &self.server {
-            Some(_) => None,
-            None => Some(ChildServer::start().await?),
-        };
+        anyhow::ensure!(
+            self.nats.is_some() || (self.workers == 1 && !self.via_gateway),
+            "--workers and --via-gateway need --nats"
+        );
+        anyhow::ensure!(
+            self.nats.is_none() || self.server.is_none(),
+            "--nats starts its own workers; drop --server"
+        );
+        let mut children = Vec::new();
+        let mut gateway = None;
+        if self.server.is_none() {
+            let extra: Vec<String> = match &self.nats {
+                Some(url) => vec!["--nats".into(), url.clone()],
+                None => Vec::new(),
+            };
+            for _ in 0..self.workers.max(1) {
+                children.push(ChildServer::start(&extra).await?);
+            }
+            if self.via_gateway {
+                let mut extra = extra.clone();
+                extra.extend(["--role".into(), "gateway".into()]);
+                gateway = Some(ChildServer::start(&extra).await?);
+            }
+        }
+        let child = children.first();
         let base = self
             .server
             .clone()
-            .or_else(|| child.as_ref().map(|c| c.url.clone()))
+            .or_else(|| child.map(|c| c.url.clone()))
             .expect("one of the two");
         let client = Client::new(&base)?;
+        let urls: Vec<String> = if children.is_empty() {
+            vec![base.clone()]
+        } else {
+            children.iter().map(|c| c.url.clone()).collect()
+        };
+        let clients = urls
+            .iter()
+            .map(|u| Client::new(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addrs: Vec<String> = urls
+            .iter()
+            .map(|u| {
+                u.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .collect();
         let mut targets = Vec::new();
         for which in &self.only {
             match which.as_str() {
@@ -391,15 +456,22 @@ impl Args {
                 other => bail!("--only: unknown {other:?}; use wasm, builtin"),
             }
         }
-        let addr = base
+        // /run calls go to the gateway when there is one.
+        let addr = gateway
+            .as_ref()
+            .map_or(base.as_str(), |g| g.url.as_str())
             .trim_start_matches("http://")
             .trim_end_matches('/')
             .to_owned();
-        let server_label = if child.is_some() {
-            "child process"
-        } else {
-            base.as_str()
+        let label = match (&self.nats, children.len(), &gateway) {
+            (None, 0, _) => base.clone(),
+            (None, _, _) => "child process".to_owned(),
+            (Some(_), n, None) => format!("cluster of {n} worker(s)"),
+            (Some(_), n, Some(_)) => {
+                format!("cluster of {n} worker(s), /run through a gateway")
+            }
         };
+        let server_label = label.as_str();
         if let Some(n) = self.tasks {
             let connections = self.concurrency.iter().copied().max().unwrap_or(1);
             println!(
@@ -419,7 +491,7 @@ impl Args {
             );
             let mut failed = false;
             for (name, executor) in &targets {
-                let r = task_run(&client, &addr, name, n, connections).await?;
+                let r = task_run(&clients, &addrs, name, n, connections).await?;
                 println!(
                     "{:<20} {:<8} {:>7} {:>8.2} {:>9.0} {:>9.0} {:>10} {:>10} {:>8}",
                     name,
@@ -438,7 +510,7 @@ impl Args {
                 }
                 failed |= r.failures > 0;
             }
-            drop(child);
+            drop(children);
             return Ok(if failed {
                 ExitCode::FAILURE
             } else {
@@ -499,7 +571,8 @@ impl Args {
                 }
             }
         }
-        drop(child);
+        drop(children);
+        drop(gateway);
         Ok(if failed {
             ExitCode::FAILURE
         } else {

@@ -54,8 +54,8 @@ mod wasm;
 mod worker;
 
 pub use builtin::{BUILTINS, BuiltinExecutor, BuiltinFn};
-pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
 pub use cluster::{ClusterConfig, MIN_NATS_VERSION};
+pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};

@@ -18,16 +18,16 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::blobs::Blobs;
+use crate::builtin::BuiltinExecutor;
 use crate::cluster::functions::NatsFunctions;
 use crate::cluster::tasks::ClusterTasks;
 use crate::cluster::{Nats, forward, members};
-use crate::seams::{FunctionStore, LocalFunctions, LocalTasks, TaskBackend};
-use crate::builtin::BuiltinExecutor;
 use crate::config::WorkerConfig;
 use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
 use crate::registry::{FunctionEntry, Index, RevisionEntry};
 use crate::scheduler::{Scheduler, Slot};
+use crate::seams::{FunctionStore, LocalFunctions, LocalTasks, TaskBackend};
 use crate::store::{FunctionRow, RevisionRow, Store, now_ms};
 use crate::tasks::{Live, Outcome, Submission, Tasks};
 use crate::taskstore::{ListQuery, TaskStore};
@@ -309,7 +309,12 @@ impl Worker {
         config: &WorkerConfig,
         id: &Arc<str>,
         metrics: &Arc<crate::metrics::Metrics>,
-    ) -> Result<(Arc<dyn FunctionStore>, Arc<dyn TaskBackend>, Arc<Tasks>, Index)> {
+    ) -> Result<(
+        Arc<dyn FunctionStore>,
+        Arc<dyn TaskBackend>,
+        Arc<Tasks>,
+        Index,
+    )> {
         let data = config.data_dir.clone();
         let (store, rows) = tokio::task::spawn_blocking(move || -> Result<_> {
             let store = Store::open(&data.join("colony.db"))?;
@@ -473,8 +478,9 @@ impl Worker {
                     name: rev.function.clone(),
                     rev: Some(rev.row.id.to_string()),
                 };
-                let timeout =
-                    rev.row.manifest.limits.timeout() + self.config.max_queue_wait + Duration::from_secs(1);
+                let timeout = rev.row.manifest.limits.timeout()
+                    + self.config.max_queue_wait
+                    + Duration::from_secs(1);
                 match forward::call(&c.nats, &pinned, input.clone(), timeout).await {
                     Ok(Some(done)) => return Ok(done),
                     // No other worker listens: run it here (a gateway
@@ -1099,10 +1105,12 @@ impl Worker {
         self.index
             .get(function)
             .and_then(|f| {
-                f.revisions
-                    .iter()
-                    .find(|r| &r.row.id == revision)
-                    .map(|r| r.row.manifest.retry.retries(Some(colony_core::RetryOn::WorkerLost)))
+                f.revisions.iter().find(|r| &r.row.id == revision).map(|r| {
+                    r.row
+                        .manifest
+                        .retry
+                        .retries(Some(colony_core::RetryOn::WorkerLost))
+                })
             })
             .unwrap_or(false)
     }
@@ -1159,10 +1167,7 @@ impl Worker {
             .index
             .all()
             .iter()
-            .filter(|f| {
-                f.resolve(None)
-                    .is_ok_and(|r| r.prepared.initialized())
-            })
+            .filter(|f| f.resolve(None).is_ok_and(|r| r.prepared.initialized()))
             .map(|f| f.name.to_string())
             .collect();
         WorkerInfo {
@@ -1185,6 +1190,13 @@ impl Worker {
         }
     }
 
+    /// Refreshes what this worker knows of the cluster's queue.
+    pub(crate) async fn refresh_cluster_load(&self) {
+        if let Some(c) = &self.cluster {
+            c.tasks.refresh_pending().await;
+        }
+    }
+
     /// The live workers: the cluster's, or this one alone.
     pub async fn workers(&self) -> Result<WorkerList> {
         match &self.cluster {
@@ -1193,14 +1205,11 @@ impl Worker {
                 heartbeat_ttl_ms: 0,
                 workers: vec![self.member_info()],
             }),
-            Some(c) => {
-                c.tasks.refresh_pending().await;
-                Ok(WorkerList {
-                    cluster: true,
-                    heartbeat_ttl_ms: c.nats.config.heartbeat_ttl().as_millis() as u64,
-                    workers: members::list(&c.nats).await?,
-                })
-            }
+            Some(c) => Ok(WorkerList {
+                cluster: true,
+                heartbeat_ttl_ms: c.nats.config.heartbeat_ttl().as_millis() as u64,
+                workers: members::list(&c.nats).await?,
+            }),
         }
     }
 

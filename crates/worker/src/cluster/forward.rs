@@ -145,10 +145,7 @@ async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats
     let payload = match result {
         Ok(done) => {
             headers.insert(REVISION, done.revision.as_str());
-            headers.insert(
-                DURATION_US,
-                done.duration.as_micros().to_string().as_str(),
-            );
+            headers.insert(DURATION_US, done.duration.as_micros().to_string().as_str());
             done.output
         }
         Err(e) => {

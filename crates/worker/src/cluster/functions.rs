@@ -95,7 +95,9 @@ impl NatsFunctions {
         {
             Some(e) if e.operation == kv::Operation::Put => {
                 let row = serde_json::from_slice(&e.value).map_err(|e| {
-                    Error::Internal(format!("function {name} in the registry is unreadable: {e}"))
+                    Error::Internal(format!(
+                        "function {name} in the registry is unreadable: {e}"
+                    ))
                 })?;
                 Ok(Some((row, e.revision)))
             }
@@ -137,7 +139,9 @@ impl NatsFunctions {
         match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<FunctionRow>(&entry.value) {
                 Ok(row) => worker.apply_function(row, entry.revision),
-                Err(e) => warn!(function = %name, cause = %e, "unreadable function in the registry"),
+                Err(e) => {
+                    warn!(function = %name, cause = %e, "unreadable function in the registry")
+                }
             },
             kv::Operation::Delete | kv::Operation::Purge => {
                 worker.apply_delete(&name, entry.revision)

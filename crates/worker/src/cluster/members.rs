@@ -35,6 +35,7 @@ pub(crate) async fn heartbeat(nats: Nats, worker: Weak<Worker>) {
     loop {
         tick.tick().await;
         let Some(w) = worker.upgrade() else { return };
+        w.refresh_cluster_load().await;
         let me = w.member_info();
         drop(w);
         let json = Bytes::from(serde_json::to_vec(&me).expect("worker info serializes"));

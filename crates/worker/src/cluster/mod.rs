@@ -93,8 +93,7 @@ impl ClusterConfig {
         if self.ack_wait < Duration::from_secs(1) {
             return Err("ack wait: must be at least 1s".into());
         }
-        if self.heartbeat < Duration::from_millis(100) || self.heartbeat > Duration::from_secs(60)
-        {
+        if self.heartbeat < Duration::from_millis(100) || self.heartbeat > Duration::from_secs(60) {
             return Err("heartbeat: must be between 100ms and 60s".into());
         }
         Ok(())
@@ -156,7 +155,7 @@ impl Nats {
             .request_timeout(Some(Duration::from_secs(10)))
             .event_callback(|event| async move {
                 match event {
-                    async_nats::Event::Connected => tracing::info!("reconnected to NATS"),
+                    async_nats::Event::Connected => tracing::info!("connected to NATS"),
                     async_nats::Event::Disconnected => {
                         tracing::warn!("disconnected from NATS; reconnecting")
                     }
@@ -165,9 +164,7 @@ impl Nats {
             })
             .connect(url.as_str())
             .await
-            .map_err(|e| {
-                Error::Internal(format!("cannot connect to NATS at {url}: {e}"))
-            })?;
+            .map_err(|e| Error::Internal(format!("cannot connect to NATS at {url}: {e}")))?;
         let info = client.server_info();
         match parse_version(&info.version) {
             Some(v) if v >= MIN_NATS_VERSION => {}
@@ -289,9 +286,7 @@ pub(crate) async fn read_object(
     match store.get(name).await {
         Ok(mut obj) => {
             let mut buf = Vec::with_capacity(obj.info().size);
-            obj.read_to_end(&mut buf)
-                .await
-                .map_err(|e| e.to_string())?;
+            obj.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
             Ok(Some(bytes::Bytes::from(buf)))
         }
         Err(e) if e.kind() == object_store::GetErrorKind::NotFound => Ok(None),

@@ -310,7 +310,9 @@ impl ClusterTasks {
         };
         // Waits for room here (the function's limit, then a slot),
         // holding the delivery with progress acks.
-        let gate = worker.task_gate(&rec.info.function, &rec.info.revision).await;
+        let gate = worker
+            .task_gate(&rec.info.function, &rec.info.revision)
+            .await;
         let Some(slot) = worker.task_slot().await else {
             // Draining: another worker takes it. Its record says running
             // with this delivery; the next delivery sees a lost attempt.
@@ -481,10 +483,7 @@ impl ClusterTasks {
         event: TaskEvent,
         error: Option<TaskError>,
     ) {
-        loop {
-            let Ok(next) = rec.info.state.apply(event) else {
-                break;
-            };
+        while let Ok(next) = rec.info.state.apply(event) {
             let now = now_ms();
             rec.info.state = next;
             rec.info.finished_ms = Some(now);
@@ -742,7 +741,9 @@ impl ClusterTasks {
         match kv.create(id.as_str(), json(&rec)).await {
             Ok(_) => {}
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-            Err(e) => warn!(task = %id, cause = %e, "cannot write a new task's record; its worker will"),
+            Err(e) => {
+                warn!(task = %id, cause = %e, "cannot write a new task's record; its worker will")
+            }
         }
         info!(target: "colony::task", task = %id, function = %function, state = "queued", "task submitted");
         self.metrics.task_submitted(function.as_str());
@@ -843,7 +844,9 @@ impl TaskBackend for Arc<ClusterTasks> {
             let i = rec.info;
             if q.state.is_some_and(|s| s != i.state)
                 || q.function.as_ref().is_some_and(|f| f != &i.function)
-                || q.owner.as_ref().is_some_and(|o| Some(o) != i.owner.as_ref())
+                || q.owner
+                    .as_ref()
+                    .is_some_and(|o| Some(o) != i.owner.as_ref())
             {
                 continue;
             }
@@ -878,7 +881,9 @@ impl TaskBackend for Arc<ClusterTasks> {
             Some(b64) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map(Bytes::from)
-                .map_err(|e| Error::Internal(format!("the result of task {id} is unreadable: {e}"))),
+                .map_err(|e| {
+                    Error::Internal(format!("the result of task {id} is unreadable: {e}"))
+                }),
         }
     }
 
