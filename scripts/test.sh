@@ -11,6 +11,7 @@ cd "$root"
 
 scripts/install-deps.sh
 scripts/install-nats.sh >/dev/null
+scripts/install-nats-old.sh >/dev/null
 scripts/build-examples.sh target/wasm-guests >/dev/null
 cargo test --workspace --locked "$@"
 scripts/schemathesis.sh
