@@ -1,5 +1,8 @@
 //! A real `nats-server -js` on a free port with a temporary store, for
-//! cluster tests.
+//! cluster tests; or any nats-server binary with any flags
+//! ([`NatsServer::start_with`]), for tests of what Colony refuses (a
+//! server without JetStream, or one older than 2.11:
+//! [`old_nats_server_bin`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -38,6 +41,28 @@ pub fn nats_server_bin() -> PathBuf {
     .clone()
 }
 
+/// An old nats-server, 2.9.10 (Debian bookworm's), for the test that
+/// Colony refuses a server older than 2.11: `$COLONY_NATS_SERVER_OLD`, or
+/// `target/nats-old/usr/sbin/nats-server` as `scripts/install-nats-old.sh`
+/// unpacks it (`scripts/test.sh` runs that script).
+///
+/// # Panics
+///
+/// When neither exists: a test that needs it must fail, not pass quietly.
+pub fn old_nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COLONY_NATS_SERVER_OLD") {
+        return PathBuf::from(p);
+    }
+    let bin = crate::guests::root().join("target/nats-old/usr/sbin/nats-server");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run scripts/install-nats-old.sh (scripts/test.sh does), \
+         or set COLONY_NATS_SERVER_OLD to a nats-server 2.9.10",
+        bin.display()
+    );
+    bin
+}
+
 /// The server's `INFO` line, as sent to every client on connect.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -47,12 +72,19 @@ pub struct ServerInfo {
     pub jetstream: bool,
 }
 
-/// A `nats-server -js` child process, killed on drop.
+/// A nats-server child process (`nats-server -js` from [`start`]), killed
+/// on drop.
+///
+/// [`start`]: NatsServer::start
 #[derive(Debug)]
 pub struct NatsServer {
     child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
     port: u16,
     store: PathBuf,
+    /// Whether (re)starts check that JetStream is on ([`NatsServer::start`]).
+    jetstream: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -64,27 +96,44 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(port: u16, store: &Path) -> Child {
-    Command::new(nats_server_bin())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+fn spawn(bin: &Path, port: u16, store: &Path, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn nats-server")
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()))
 }
 
 impl NatsServer {
-    /// Starts a server and waits until it accepts clients.
+    /// Starts `nats-server -js` ([`nats_server_bin`], 2.11 or newer) and
+    /// waits until it accepts clients with JetStream on.
     pub fn start() -> Self {
+        let mut s = Self::start_with(&nats_server_bin(), &["-js"]);
+        s.jetstream = true;
+        s.wait_ready();
+        s
+    }
+
+    /// Starts `bin` with `args` on `127.0.0.1`, a free port and a
+    /// temporary store directory (`-sd`; used only with `-js`), and waits
+    /// until it answers clients. Checks neither JetStream nor the version:
+    /// for servers Colony must refuse. [`NatsServer::info`] says what it is.
+    pub fn start_with(bin: &Path, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("temp dir");
         let store = tmp.path().join("jetstream");
         let port = free_port();
-        let child = spawn(port, &store);
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(bin, port, &store, &args);
         let s = Self {
             child: Some(child),
+            bin: bin.to_owned(),
+            args,
             port,
             store,
+            jetstream: false,
             _tmp: tmp,
         };
         s.wait_ready();
@@ -132,10 +181,12 @@ impl NatsServer {
         }
     }
 
+    /// Waits until the server answers; from [`NatsServer::start`], also
+    /// that it runs JetStream.
     fn wait_ready(&self) {
         let info = self.info();
         assert!(
-            info.jetstream,
+            info.jetstream || !self.jetstream,
             "nats-server {} runs without JetStream",
             info.version
         );
@@ -149,10 +200,10 @@ impl NatsServer {
         }
     }
 
-    /// Kills and restarts the server on the same port and store.
+    /// Kills and restarts the server on the same port, store and flags.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Some(spawn(self.port, &self.store));
+        self.child = Some(spawn(&self.bin, self.port, &self.store, &self.args));
         self.wait_ready();
     }
 }
