@@ -7,6 +7,11 @@
 //! Workers run with `--ack-wait 3s --heartbeat 250ms` so a dead worker's
 //! tasks come back, and its entry leaves `/workers`, within seconds.
 //!
+//! Before any of that, `colony serve --nats` must refuse, with a clear
+//! error and a non-zero exit, a NATS it cannot use: an unreachable one, a
+//! real nats-server without JetStream, and a real one older than 2.11
+//! (Debian's 2.9.10, unpacked by `scripts/install-nats-old.sh`).
+//!
 //! The tests take a process-wide lock, so they run one at a time even
 //! under a parallel test runner: each starts up to four processes on a
 //! small machine.
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use colony_client::{Client, DeployOptions};
 use colony_core::TaskState;
 use colony_core::wire::{SubmitTask, TaskInfo, WorkerList, WorkerRole, WorkerState};
-use colony_testsupport::{NatsServer, TestServer, guests};
+use colony_testsupport::{NatsServer, TestServer, guests, nats_server_bin, old_nats_server_bin};
 use parking_lot::Mutex;
 
 /// A dead worker's unacknowledged tasks are redelivered after this.
@@ -798,5 +803,135 @@ async fn gateway_routes_calls() {
     assert_eq!(
         &cg.task_result(&id).await.unwrap()[..],
         b"a task through the gateway"
+    );
+}
+
+/// What a `colony serve --nats` that had to refuse to start did.
+#[derive(Debug)]
+struct Refusal {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// How long a refusing `colony serve` may take to exit: the NATS
+/// connection times out after 5 s.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
+
+/// Runs `colony serve --nats <url>` on a fresh data directory and waits
+/// for it to exit; kills it and panics if it still runs after
+/// [`REFUSAL_LIMIT`].
+fn serve_with_nats(url: &str) -> Refusal {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--nats", url])
+        .env("COLONY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if t0.elapsed() > REFUSAL_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let Some(status) = status else {
+        panic!(
+            "colony serve --nats {url} still ran after {REFUSAL_LIMIT:?}\n\
+             stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    };
+    eprintln!(
+        "colony serve --nats {url}: {status} after {:?}; stderr:\n{stderr}",
+        t0.elapsed()
+    );
+    Refusal {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// `serve` exited non-zero, never listened, and said each of `needles`
+/// on stderr.
+fn assert_refused(r: &Refusal, needles: &[&str]) {
+    assert!(!r.status.success(), "exited {}: {r:#?}", r.status);
+    assert!(
+        !r.stdout.contains("listening on") && !r.stderr.contains("listening on"),
+        "it listened: {r:#?}"
+    );
+    for needle in needles {
+        assert!(r.stderr.contains(needle), "no {needle:?} on stderr: {r:#?}");
+    }
+}
+
+#[test]
+fn serve_refuses_an_unreachable_nats() {
+    let _serial = SERIAL.blocking_lock();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let r = serve_with_nats(&url);
+    assert_refused(&r, &[&format!("cannot connect to NATS at {url}")]);
+}
+
+#[test]
+fn serve_refuses_a_nats_without_jetstream() {
+    let _serial = SERIAL.blocking_lock();
+    let nats = NatsServer::start_with(&nats_server_bin(), &[]);
+    let info = nats.info();
+    assert!(!info.jetstream, "started without -js: {info:?}");
+    let url = nats.url();
+    let r = serve_with_nats(&url);
+    assert_refused(
+        &r,
+        &[
+            &format!("NATS at {url} has no JetStream"),
+            "start nats-server with -js",
+        ],
+    );
+}
+
+#[test]
+fn serve_refuses_a_nats_older_than_2_11() {
+    let _serial = SERIAL.blocking_lock();
+    let nats = NatsServer::start_with(&old_nats_server_bin(), &["-js"]);
+    let info = nats.info();
+    assert_eq!(info.version, "2.9.10", "{info:?}");
+    assert!(info.jetstream, "only its version is wrong: {info:?}");
+    let url = nats.url();
+    let r = serve_with_nats(&url);
+    assert_refused(
+        &r,
+        &[&format!(
+            "NATS at {url} is version 2.9.10; Colony needs 2.11 or newer"
+        )],
     );
 }
