@@ -148,7 +148,7 @@ pub(crate) const BEARER: &str = "bearer";
 /// Answers of the layer in front of every route (the gate): (status,
 /// component name, description). 401 only where a token is needed, 403
 /// only where an `invoke` token is not enough.
-const SHARED: [(&str, &str, &str); 6] = [
+const SHARED: [(&str, &str, &str); 7] = [
     (
         "408",
         "RequestTimeout",
@@ -181,6 +181,13 @@ const SHARED: [(&str, &str, &str); 6] = [
         "431",
         "HeadersTooLarge",
         "`headers_too_large`: the request headers are over the worker's limit.",
+    ),
+    (
+        "503",
+        "ClusterUnavailable",
+        "`cluster_unavailable` (in a cluster): NATS did not answer; nothing was changed \
+         or accepted; `Retry-After` says when to retry. (`draining` where the operation \
+         says so.)",
     ),
 ];
 
@@ -234,7 +241,7 @@ impl Modify for Common {
             ];
             for (method, op) in ops {
                 if let Some(op) = op {
-                    add_shared(op, crate::auth::required(&method, Some(path)));
+                    add_shared(op, path, crate::auth::required(&method, Some(path)));
                     camel_case_links(op);
                 }
             }
@@ -242,7 +249,7 @@ impl Modify for Common {
     }
 }
 
-fn add_shared(op: &mut Operation, scope: Option<Scope>) {
+fn add_shared(op: &mut Operation, path: &str, scope: Option<Scope>) {
     let role = match scope {
         None => None,
         Some(Scope::Invoke) => Some("invoke"),
@@ -253,6 +260,10 @@ fn add_shared(op: &mut Operation, scope: Option<Scope>) {
             "401" => scope.is_some(),
             "403" => scope == Some(Scope::Admin),
             "429" => scope.is_some(),
+            // What reads or writes the cluster's state.
+            "503" => ["/run", "/functions", "/tasks", "/workers"]
+                .iter()
+                .any(|p| path.starts_with(p)),
             _ => true,
         };
         if applies {

@@ -1099,6 +1099,21 @@ impl Worker {
         (outcome, policy)
     }
 
+    /// Waits (a little) until the index knows `revision`: in a cluster a
+    /// task or a forwarded call can arrive just before the registry
+    /// change that announces its revision.
+    pub(crate) async fn await_revision(&self, function: &FunctionName, revision: &RevisionId) {
+        let known = || {
+            self.index
+                .get(function)
+                .is_some_and(|f| f.revisions.iter().any(|r| &r.row.id == revision))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !known() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Whether a task of this revision runs again after its worker was
     /// lost.
     pub(crate) fn retries_lost(&self, function: &FunctionName, revision: &RevisionId) -> bool {

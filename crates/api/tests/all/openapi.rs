@@ -20,6 +20,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/tasks/{id}", &["get", "delete"]),
     ("/tasks/{id}/result", &["get"]),
     ("/status", &["get"]),
+    ("/workers", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
 ];

@@ -34,6 +34,8 @@ enum Remote {
     Overloaded {
         retry_after_s: u64,
     },
+    /// The worker is shutting down: try another.
+    Draining,
     Other {
         message: String,
     },
@@ -45,8 +47,24 @@ pub(crate) fn max_forward(nats: &Nats) -> usize {
     nats.client.server_info().max_payload.saturating_sub(4096)
 }
 
-/// Sends a call to another worker; `Ok(None)` when none listens.
+/// Sends a call to another worker; `Ok(None)` when none listens (or
+/// those that answered are shutting down).
 pub(crate) async fn call(
+    nats: &Nats,
+    target: &FunctionRef,
+    input: Bytes,
+    timeout: Duration,
+) -> Result<Option<Invoked>> {
+    for _ in 0..3 {
+        match call_once(nats, target, input.clone(), timeout).await {
+            Err(Error::Draining) => continue,
+            other => return other,
+        }
+    }
+    Ok(None)
+}
+
+async fn call_once(
     nats: &Nats,
     target: &FunctionRef,
     input: Bytes,
@@ -86,6 +104,7 @@ pub(crate) async fn call(
             Remote::Overloaded { retry_after_s } => Error::Overloaded {
                 retry_after: Duration::from_secs(retry_after_s),
             },
+            Remote::Draining => Error::Draining,
             Remote::Other { message } => Error::Internal(message),
         });
     }
@@ -116,6 +135,12 @@ pub(crate) async fn serve(nats: Nats, worker: Weak<Worker>) {
             Ok(mut sub) => {
                 while let Some(msg) = sub.next().await {
                     let Some(w) = worker.upgrade() else { return };
+                    if w.is_draining() {
+                        // Unsubscribes: NATS sends the rest elsewhere.
+                        let client = nats.client.clone();
+                        tokio::spawn(answer(client, w, msg));
+                        return;
+                    }
                     let client = nats.client.clone();
                     tokio::spawn(answer(client, w, msg));
                 }
@@ -138,7 +163,12 @@ async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats
         .map(|v| v.as_str().to_owned())
         .unwrap_or_default();
     let result = match FunctionRef::parse(&target) {
-        Ok(t) => worker.invoke_here(&t, msg.payload, None).await,
+        Ok(t) => {
+            if let Some(rev) = t.rev.as_deref().and_then(RevisionId::from_hex) {
+                worker.await_revision(&t.name, &rev).await;
+            }
+            worker.invoke_here(&t, msg.payload, None).await
+        }
         Err(e) => Err(Error::from(e)),
     };
     let mut headers = HeaderMap::new();
@@ -163,7 +193,7 @@ async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats
                 Error::Overloaded { retry_after } => Remote::Overloaded {
                     retry_after_s: retry_after.as_secs().max(1),
                 },
-                Error::Draining => Remote::Overloaded { retry_after_s: 1 },
+                Error::Draining => Remote::Draining,
                 other => Remote::Other {
                     message: other.to_string(),
                 },

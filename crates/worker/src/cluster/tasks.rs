@@ -254,8 +254,14 @@ impl ClusterTasks {
                 };
                 let Some(w) = worker.upgrade() else { return };
                 if w.is_draining() {
-                    // Another worker takes it now, not after the ack wait.
+                    // Another worker takes these now, not after the ack
+                    // wait: this one and those pulled already.
                     let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    while let Ok(Some(Ok(m))) =
+                        tokio::time::timeout(Duration::from_millis(20), messages.next()).await
+                    {
+                        let _ = m.ack_with(AckKind::Nak(None)).await;
+                    }
                     return;
                 }
                 let me = self.clone();
@@ -299,6 +305,11 @@ impl ClusterTasks {
         let token = CancellationToken::new();
         self.here.lock().insert(id.clone(), token.clone());
         let _here = Here(&self, id.clone());
+        // Submitted right after a deploy elsewhere: this worker's
+        // registry may be a moment behind.
+        worker
+            .await_revision(&spec.info.function, &spec.info.revision)
+            .await;
         let (rec, rev) = match self.claim(&worker, &msg, spec, delivered).await {
             Ok(Claim::Run(rec, rev)) => (*rec, rev),
             Ok(Claim::Settled) => return,
@@ -350,10 +361,11 @@ impl ClusterTasks {
                 rec.info.timeout_ms,
             )
             .await;
-        drop(slot);
         drop(gate);
         self.finish(&msg, rec, rev, outcome, &policy, token.is_cancelled())
             .await;
+        // Held until the task is recorded, so a drain waits for that.
+        drop(slot);
         self.running.fetch_sub(1, Ordering::AcqRel);
         drop(progress);
     }
