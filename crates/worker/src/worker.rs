@@ -67,6 +67,8 @@ pub struct Worker {
     counters: Counters,
     started: Instant,
     draining: AtomicBool,
+    /// Tells background loops that the worker is draining.
+    drain_tx: tokio::sync::watch::Sender<bool>,
     /// Where tasks are queued and recorded.
     tasks: Arc<dyn TaskBackend>,
     /// The embedded task queue (none in a cluster).
@@ -231,6 +233,7 @@ impl Worker {
                     started: Instant::now(),
                     started_ms: now_ms(),
                     draining: AtomicBool::new(false),
+                    drain_tx: tokio::sync::watch::Sender::new(false),
                     tasks,
                     local_tasks: Some(local),
                     cluster: None,
@@ -266,6 +269,7 @@ impl Worker {
                     started: Instant::now(),
                     started_ms: now_ms(),
                     draining: AtomicBool::new(false),
+                    drain_tx: tokio::sync::watch::Sender::new(false),
                     tasks: Arc::new(tasks.clone()),
                     local_tasks: None,
                     cluster: Some(Cluster {
@@ -285,6 +289,7 @@ impl Worker {
                 tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
                 tokio::spawn(members::follow(nats.clone(), id.to_string()));
                 tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
+                tokio::spawn(tasks.clone().hear_max_deliveries(weak.clone()));
                 if cc.role == WorkerRole::Worker {
                     tokio::spawn(tasks.dispatch(weak.clone()));
                     tokio::spawn(forward::serve(nats, weak));
@@ -853,6 +858,7 @@ impl Worker {
     /// go on. Queued tasks stay queued in the store for the next start.
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
+        self.drain_tx.send_replace(true);
         self.scheduler.close();
         if let Some(tasks) = &self.local_tasks {
             tasks.wake.notify_one();
@@ -1159,6 +1165,11 @@ impl Worker {
     /// A slot for a task attempt; `None` once draining.
     pub(crate) async fn task_slot(&self) -> Option<Slot> {
         self.scheduler.acquire_for_task().await
+    }
+
+    /// Changes to true when the worker begins to drain.
+    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.drain_tx.subscribe()
     }
 
     /// Whether the worker stopped taking work.

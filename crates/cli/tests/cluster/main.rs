@@ -936,7 +936,6 @@ async fn a_task_submitted_right_after_a_deploy_elsewhere_runs() {
 /// them (a MAX_DELIVERIES advisory each) and those tasks stay `queued`,
 /// attempts 0, for good. Run it with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a draining worker's NAK loop exhausts max_deliver; some tasks stay queued forever"]
 async fn a_worker_stopped_with_sigterm_hands_its_tasks_over() {
     const TOTAL: usize = 400;
     const STOP_AT: u64 = 100;

@@ -43,6 +43,9 @@ use crate::worker::Worker;
 
 /// The header carrying a task message's spec (its first record, JSON).
 const SPEC: &str = "Colony-Task";
+/// A task handed back by a stopping worker is redelivered after this
+/// (elsewhere: the worker stopped pulling).
+const HAND_BACK: Duration = Duration::from_millis(200);
 /// Inputs above this go to the object store, not into the message.
 const INLINE_INPUT_MAX: usize = 256 << 10;
 
@@ -213,15 +216,17 @@ impl ClusterTasks {
 
     /// Pulls tasks and runs them while the worker takes work.
     pub(crate) async fn dispatch(self: Arc<Self>, worker: Weak<Worker>) {
-        let Some(concurrency) = worker.upgrade().map(|w| w.config().concurrency.max(1)) else {
+        let Some((concurrency, mut stop)) = worker
+            .upgrade()
+            .map(|w| (w.config().concurrency.max(1), w.drain_signal()))
+        else {
             return;
         };
         // Deliveries held at once: running plus as many waiting for a slot.
         let held = Arc::new(tokio::sync::Semaphore::new(concurrency * 2));
         loop {
-            match worker.upgrade() {
-                Some(w) if !w.is_draining() => {}
-                _ => return,
+            if *stop.borrow() {
+                return;
             }
             let messages = self
                 .nats
@@ -241,8 +246,29 @@ impl ClusterTasks {
                 }
             };
             loop {
-                let permit = held.clone().acquire_owned().await.expect("never closed");
-                let Some(next) = messages.next().await else {
+                let next = tokio::select! {
+                    biased;
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        // Stop pulling before handing anything back, so
+                        // JetStream gives it to another worker, not here.
+                        let mut pulled = Vec::new();
+                        while let Ok(Some(Ok(m))) =
+                            tokio::time::timeout(Duration::from_millis(10), messages.next()).await
+                        {
+                            pulled.push(m);
+                        }
+                        drop(messages);
+                        for m in pulled {
+                            let _ = m.ack_with(AckKind::Nak(Some(HAND_BACK))).await;
+                        }
+                        return;
+                    }
+                    next = async {
+                        let permit = held.clone().acquire_owned().await.expect("never closed");
+                        (permit, messages.next().await)
+                    } => next,
+                };
+                let (permit, Some(next)) = next else {
                     break;
                 };
                 let msg = match next {
@@ -253,17 +279,6 @@ impl ClusterTasks {
                     }
                 };
                 let Some(w) = worker.upgrade() else { return };
-                if w.is_draining() {
-                    // Another worker takes these now, not after the ack
-                    // wait: this one and those pulled already.
-                    let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    while let Ok(Some(Ok(m))) =
-                        tokio::time::timeout(Duration::from_millis(20), messages.next()).await
-                    {
-                        let _ = m.ack_with(AckKind::Nak(None)).await;
-                    }
-                    return;
-                }
                 let me = self.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -271,6 +286,131 @@ impl ClusterTasks {
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Settles deliveries JetStream gave up on (the consumer's delivery
+    /// limit): the task is `dead`, and its message leaves the stream.
+    pub(crate) async fn hear_max_deliveries(self: Arc<Self>, worker: Weak<Worker>) {
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            super::TASK_STREAM,
+            super::TASK_CONSUMER
+        );
+        #[derive(Deserialize)]
+        struct Advisory {
+            stream_seq: u64,
+            deliveries: u64,
+        }
+        loop {
+            // One worker of the group handles each advisory.
+            match self
+                .nats
+                .client
+                .queue_subscribe(subject.clone(), "colony-advisories".to_owned())
+                .await
+            {
+                Ok(mut sub) => {
+                    while let Some(msg) = sub.next().await {
+                        if worker.strong_count() == 0 {
+                            return;
+                        }
+                        match serde_json::from_slice::<Advisory>(&msg.payload) {
+                            Ok(a) => self.give_up(a.stream_seq, a.deliveries).await,
+                            Err(e) => warn!(cause = %e, "unreadable max-deliveries advisory"),
+                        }
+                    }
+                }
+                Err(e) => warn!(cause = %e, "cannot listen for max-deliveries advisories"),
+            }
+            if worker.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn give_up(&self, seq: u64, deliveries: u64) {
+        let stream = match self.nats.js.get_stream(super::TASK_STREAM).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(cause = %e, "cannot read the task stream");
+                return;
+            }
+        };
+        let Ok(raw) = stream.get_raw_message(seq).await else {
+            // Gone already: acknowledged after all, or handled elsewhere.
+            return;
+        };
+        let spec = raw
+            .headers
+            .get(SPEC)
+            .and_then(|v| serde_json::from_str::<Record>(v.as_str()).ok());
+        if let Some(spec) = spec {
+            let id = spec.info.id.clone();
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let loaded = match self.load(&id).await {
+                    Ok(Some(x)) => Ok(x),
+                    Ok(None) => self
+                        .nats
+                        .tasks
+                        .create(id.as_str(), json(&spec))
+                        .await
+                        .map(|rev| (spec.clone(), rev))
+                        .map_err(unavailable),
+                    Err(e) => Err(e),
+                };
+                let (mut rec, rev) = match loaded {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(task = %id, cause = %e, "cannot settle a task JetStream gave up on; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                if rec.info.state.is_terminal() {
+                    break;
+                }
+                let now = now_ms();
+                if rec.info.state == TaskState::Queued {
+                    rec.info.state = TaskState::Running;
+                }
+                rec.info.state = rec
+                    .info
+                    .state
+                    .apply(TaskEvent::Fail {
+                        retryable: true,
+                        attempts_left: false,
+                    })
+                    .unwrap_or(TaskState::Dead);
+                rec.info.finished_ms = Some(now);
+                rec.info.expires_ms = Some(self.expires(now));
+                rec.info.error = Some(TaskError {
+                    code: ErrorCode::WorkerLost.as_str().to_owned(),
+                    message: format!(
+                        "delivered {deliveries} times without finishing; JetStream gave up on it"
+                    ),
+                    exit_code: None,
+                    stderr_tail: None,
+                });
+                match self.put(&rec, rev).await {
+                    Ok(Some(_)) => {
+                        error!(target: "colony::task", task = %id, deliveries, "task dead: delivered too often without finishing");
+                        self.finished(&rec);
+                        break;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(task = %id, cause = %e, "cannot settle a task JetStream gave up on; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        if let Err(e) = stream.delete_message(seq).await {
+            debug!(seq, cause = %e, "cannot delete a message JetStream gave up on");
         }
     }
 
@@ -325,9 +465,8 @@ impl ClusterTasks {
             .task_gate(&rec.info.function, &rec.info.revision)
             .await;
         let Some(slot) = worker.task_slot().await else {
-            // Draining: another worker takes it. Its record says running
-            // with this delivery; the next delivery sees a lost attempt.
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            // Draining: another worker takes it (this one stopped pulling).
+            let _ = msg.ack_with(AckKind::Nak(Some(HAND_BACK))).await;
             return;
         };
         let (rec, rev) = match self.start(rec, rev, delivered).await {
