@@ -257,7 +257,8 @@ impl Worker {
                     id.clone(),
                     metrics.clone(),
                 ));
-                let applied = rows.iter().map(|r| (r.name.clone(), seq)).collect();
+                let applied = rows.iter().map(|(r, v)| (r.name.clone(), *v)).collect();
+                let rows = rows.into_iter().map(|(r, _)| r).collect();
                 let worker = Arc::new(Self {
                     engine,
                     executors,
@@ -287,7 +288,7 @@ impl Worker {
                 let weak = Arc::downgrade(&worker);
                 tokio::spawn(functions.follow(weak.clone(), seq + 1));
                 tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
-                tokio::spawn(members::follow(nats.clone(), id.to_string()));
+                tokio::spawn(members::follow(nats.clone(), id.to_string(), weak.clone()));
                 tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
                 tokio::spawn(tasks.clone().hear_max_deliveries(weak.clone()));
                 if cc.role == WorkerRole::Worker {
@@ -418,16 +419,18 @@ impl Worker {
                             rev.row.manifest.executor
                         ))
                     })?;
-                let code = self
-                    .functions
-                    .code(&rev.row.code_sha256)
-                    .await
-                    .map_err(|e| {
-                        Error::Internal(format!(
-                            "code of {}@{} is unreadable: {e}",
-                            rev.function, rev.row.id
-                        ))
-                    })?;
+                let code =
+                    self.functions
+                        .code(&rev.row.code_sha256)
+                        .await
+                        .map_err(|e| match e {
+                            // The cluster's store is away: retry, not a fault.
+                            Error::ClusterUnavailable(_) => e,
+                            e => Error::Internal(format!(
+                                "code of {}@{} is unreadable: {e}",
+                                rev.function, rev.row.id
+                            )),
+                        })?;
                 let rev = rev.clone();
                 tokio::task::spawn_blocking(move || {
                     executor
@@ -684,7 +687,9 @@ impl Worker {
             created_ms: now_ms(),
         };
         let existing = self.index.get(&name);
-        let make_default = make_default || existing.is_none();
+        // In a cluster the store decides whether the function is new (this
+        // worker's index may be a moment behind).
+        let make_default = make_default || (existing.is_none() && self.cluster.is_none());
         let (fname, manifest, code2) = (name.clone(), row.manifest.clone(), code.clone());
         let runnable = tokio::task::spawn_blocking(move || {
             executor
@@ -711,13 +716,14 @@ impl Worker {
             if let Ok(rev) = self.index.resolve(&target) {
                 let _ = rev.prepared.set(runnable);
             }
-            info!(function = %name, revision = %id, number, default = make_default, "deployed to the cluster");
+            let default = self.index.get(&name).is_some_and(|f| f.default_rev == id);
+            info!(function = %name, revision = %id, number, default, "deployed to the cluster");
             return Ok(Deployed {
                 function: name,
                 revision: id,
                 number,
                 created: true,
-                default: make_default,
+                default,
             });
         }
 
@@ -792,8 +798,12 @@ impl Worker {
             .flat_map(|f| f.revisions.iter().map(|r| r.row.code_sha256.clone()))
             .collect();
         let orphaned = self.functions.delete_function(name, in_use).await?;
-        self.index.remove(name);
-        self.gates.lock().remove(name);
+        if self.cluster.is_none() {
+            // In a cluster the registry watch removed it already (and may
+            // have applied a newer deploy of the same name since).
+            self.index.remove(name);
+            self.gates.lock().remove(name);
+        }
         for sha in &orphaned {
             self.engine.forget(sha);
         }
@@ -1117,6 +1127,27 @@ impl Worker {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !known() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Prepares a revision ahead of a task attempt; fails only when its
+    /// code cannot be fetched just now (an unknown revision is the
+    /// attempt's to report).
+    pub(crate) async fn prepare_revision(
+        &self,
+        function: &FunctionName,
+        revision: &RevisionId,
+    ) -> Result<()> {
+        let target = FunctionRef {
+            name: function.clone(),
+            rev: Some(revision.to_string()),
+        };
+        let Ok(rev) = self.index.resolve(&target) else {
+            return Ok(());
+        };
+        match self.prepared(&rev).await {
+            Err(e @ Error::ClusterUnavailable(_)) => Err(e),
+            _ => Ok(()),
         }
     }
 

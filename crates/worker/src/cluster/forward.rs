@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::{Nats, RUN_PREFIX, RUN_QUEUE, unavailable};
+use super::{Nats, RUN_PREFIX, RUN_QUEUE, read_object, unavailable, write_object};
 use crate::error::{Error, Result};
 use crate::worker::{Invoked, Worker};
 
@@ -21,6 +21,9 @@ const TARGET: &str = "Colony-Target";
 const REVISION: &str = "Colony-Revision";
 const DURATION_US: &str = "Colony-Duration-Us";
 const ERROR: &str = "Colony-Error";
+/// The output was too large for a reply: it is this object of the data
+/// store, for the caller to read and delete.
+const OUTPUT_OBJECT: &str = "Colony-Output-Object";
 
 /// How a forwarded call failed, on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,6 +40,7 @@ enum Remote {
     /// The worker is shutting down: try another.
     Draining,
     Other {
+        code: colony_core::ErrorCode,
         message: String,
     },
 }
@@ -81,6 +85,9 @@ async fn call_once(
         Ok(m) => m,
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return Ok(None),
         Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+            if nats.client.connection_state() != async_nats::connection::State::Connected {
+                return Err(unavailable("NATS is disconnected"));
+            }
             return Err(Error::Overloaded {
                 retry_after: Duration::from_secs(1),
             });
@@ -105,13 +112,39 @@ async fn call_once(
                 retry_after: Duration::from_secs(retry_after_s),
             },
             Remote::Draining => Error::Draining,
-            Remote::Other { message } => Error::Internal(message),
+            Remote::Other { code, message } => {
+                use colony_core::ErrorCode as C;
+                match code {
+                    C::FunctionNotFound => Error::FunctionNotFound {
+                        name: target.name.to_string(),
+                    },
+                    C::RevisionNotFound => Error::RevisionNotFound {
+                        name: target.name.to_string(),
+                        rev: target.rev.clone().unwrap_or_default(),
+                    },
+                    C::ClusterUnavailable => Error::ClusterUnavailable(message),
+                    C::BadRequest => Error::BadRequest(message),
+                    _ => Error::Internal(message),
+                }
+            }
         });
     }
     let revision = headers
         .get(REVISION)
         .and_then(|v| RevisionId::from_hex(v.as_str()))
         .ok_or_else(|| Error::Internal("a forwarded call's reply has no revision".into()))?;
+    let output = match headers.get(OUTPUT_OBJECT) {
+        None => reply.payload,
+        Some(name) => {
+            let name = name.as_str();
+            let out = read_object(&nats.data, name)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| Error::Internal("a forwarded call's output is missing".into()))?;
+            let _ = nats.data.delete(name).await;
+            out
+        }
+    };
     let duration = headers
         .get(DURATION_US)
         .and_then(|v| v.as_str().parse().ok())
@@ -119,7 +152,7 @@ async fn call_once(
         .unwrap_or_default();
     Ok(Some(Invoked {
         revision,
-        output: reply.payload,
+        output,
         duration,
     }))
 }
@@ -137,12 +170,10 @@ pub(crate) async fn serve(nats: Nats, worker: Weak<Worker>) {
                     let Some(w) = worker.upgrade() else { return };
                     if w.is_draining() {
                         // Unsubscribes: NATS sends the rest elsewhere.
-                        let client = nats.client.clone();
-                        tokio::spawn(answer(client, w, msg));
+                        tokio::spawn(answer(nats.clone(), w, msg));
                         return;
                     }
-                    let client = nats.client.clone();
-                    tokio::spawn(answer(client, w, msg));
+                    tokio::spawn(answer(nats.clone(), w, msg));
                 }
             }
             Err(e) => warn!(cause = %e, "cannot listen for forwarded calls; retrying"),
@@ -154,7 +185,8 @@ pub(crate) async fn serve(nats: Nats, worker: Weak<Worker>) {
     }
 }
 
-async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats::Message) {
+async fn answer(nats: Nats, worker: Arc<Worker>, msg: async_nats::Message) {
+    let client = nats.client.clone();
     let Some(reply) = msg.reply else { return };
     let target = msg
         .headers
@@ -176,7 +208,26 @@ async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats
         Ok(done) => {
             headers.insert(REVISION, done.revision.as_str());
             headers.insert(DURATION_US, done.duration.as_micros().to_string().as_str());
-            done.output
+            if done.output.len() > max_forward(&nats) {
+                // Too large for a reply: through the object store.
+                let name = format!("run-{}", colony_core::TaskId::generate());
+                match write_object(&nats.data, &name, &done.output).await {
+                    Ok(()) => {
+                        headers.insert(OUTPUT_OBJECT, name.as_str());
+                        Bytes::new()
+                    }
+                    Err(e) => {
+                        headers.insert(ERROR, "1");
+                        let remote = Remote::Other {
+                            code: colony_core::ErrorCode::ClusterUnavailable,
+                            message: format!("cannot pass the output back: {e}"),
+                        };
+                        Bytes::from(serde_json::to_vec(&remote).expect("serializes"))
+                    }
+                }
+            } else {
+                done.output
+            }
         }
         Err(e) => {
             headers.insert(ERROR, "1");
@@ -195,6 +246,7 @@ async fn answer(client: async_nats::Client, worker: Arc<Worker>, msg: async_nats
                 },
                 Error::Draining => Remote::Draining,
                 other => Remote::Other {
+                    code: other.code(),
                     message: other.to_string(),
                 },
             };

@@ -45,8 +45,10 @@ impl NatsFunctions {
         }
     }
 
-    /// Every function, and the bucket sequence they reflect.
-    pub(crate) async fn load_all(&self) -> Result<(Vec<FunctionRow>, u64)> {
+    /// Every function with the bucket sequence of its value, and the
+    /// bucket's last sequence before they were read: following the
+    /// bucket from just after it misses no change.
+    pub(crate) async fn load_all(&self) -> Result<(Vec<(FunctionRow, u64)>, u64)> {
         let kv = &self.nats.functions;
         let last = kv
             .status()
@@ -57,21 +59,19 @@ impl NatsFunctions {
             .last_sequence;
         let mut keys = kv.keys().await.map_err(unavailable)?;
         let mut rows = Vec::new();
-        let mut seen = last;
         while let Some(key) = keys.next().await {
             let key = key.map_err(unavailable)?;
             if let Some(entry) = kv.entry(key.as_str()).await.map_err(unavailable)?
                 && entry.operation == kv::Operation::Put
             {
-                seen = seen.max(entry.revision);
                 match serde_json::from_slice::<FunctionRow>(&entry.value) {
-                    Ok(row) => rows.push(row),
+                    Ok(row) => rows.push((row, entry.revision)),
                     Err(e) => warn!(key = %key, cause = %e, "unreadable function in the registry"),
                 }
             }
         }
-        self.applied.send_replace(seen);
-        Ok((rows, seen))
+        self.applied.send_replace(last);
+        Ok((rows, last))
     }
 
     /// Waits until this worker's index reflects bucket sequence `seq`.
@@ -287,16 +287,24 @@ impl FunctionStore for NatsFunctions {
         name: &FunctionName,
         in_use: HashSet<String>,
     ) -> Result<Vec<String>> {
-        let Some((f, last)) = self.current(name).await? else {
-            return Err(Error::FunctionNotFound {
-                name: name.to_string(),
-            });
+        let f = loop {
+            let Some((f, last)) = self.current(name).await? else {
+                return Err(Error::FunctionNotFound {
+                    name: name.to_string(),
+                });
+            };
+            match self
+                .nats
+                .functions
+                .delete_expect_revision(name.as_str(), Some(last))
+                .await
+            {
+                Ok(()) => break f,
+                // Changed meanwhile (a deploy elsewhere): delete that.
+                Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
         };
-        self.nats
-            .functions
-            .delete_expect_revision(name.as_str(), Some(last))
-            .await
-            .map_err(unavailable)?;
         let seq = self
             .nats
             .functions
@@ -307,6 +315,9 @@ impl FunctionStore for NatsFunctions {
             .state
             .last_sequence;
         self.applied(seq).await?;
+        // Code objects stay: another worker may have deployed the same
+        // code under another name just now, trusting they exist. Only
+        // this worker's cache lets go of what it no longer needs.
         let orphaned: Vec<String> = f
             .revisions
             .iter()
@@ -317,9 +328,6 @@ impl FunctionStore for NatsFunctions {
             .collect();
         for sha in &orphaned {
             self.cache.remove(sha);
-            if let Err(e) = self.nats.code.delete(sha).await {
-                warn!(code = %sha, cause = %e, "cannot delete unused code from the cluster");
-            }
         }
         info!(function = %name, "deleted from the cluster registry");
         Ok(orphaned)

@@ -35,6 +35,13 @@ pub(crate) async fn heartbeat(nats: Nats, worker: Weak<Worker>) {
     loop {
         tick.tick().await;
         let Some(w) = worker.upgrade() else { return };
+        if w.is_draining() {
+            // Gone from the list at once, and not put back.
+            let id = w.member_info().id;
+            drop(w);
+            leave(&nats, &id).await;
+            return;
+        }
         w.refresh_cluster_load().await;
         let me = w.member_info();
         drop(w);
@@ -90,13 +97,16 @@ pub(crate) async fn list(nats: &Nats) -> Result<Vec<WorkerInfo>> {
 }
 
 /// Logs workers joining and leaving, as the bucket announces them.
-pub(crate) async fn follow(nats: Nats, me: String) {
+pub(crate) async fn follow(nats: Nats, me: String, worker: Weak<Worker>) {
     let mut known = std::collections::HashSet::new();
-    loop {
+    while worker.strong_count() > 0 {
         match nats.workers.watch_all().await {
             Ok(mut w) => {
                 while let Some(entry) = w.next().await {
                     let Ok(entry) = entry else { break };
+                    if worker.strong_count() == 0 {
+                        return;
+                    }
                     if entry.key == key(&me) {
                         continue;
                     }

@@ -184,6 +184,61 @@ impl Nats {
         let setup = |what: &str, e: &dyn std::fmt::Display| {
             Error::Internal(format!("cannot set up {what} on NATS at {url}: {e}"))
         };
+        // The cluster's settings are shared: a worker started with other
+        // ones would change them for all. Refuse instead.
+        let ttl = config.heartbeat_ttl();
+        for (stream, what, max_age, flag) in [
+            (
+                format!("KV_{TASKS_BUCKET}"),
+                "task TTL",
+                Some(task_ttl),
+                "--task-ttl",
+            ),
+            (
+                format!("KV_{WORKERS_BUCKET}"),
+                "heartbeat TTL (3 heartbeats)",
+                Some(ttl),
+                "--heartbeat",
+            ),
+            (format!("KV_{FUNCTIONS_BUCKET}"), "registry", None, ""),
+            (TASK_STREAM.to_owned(), "task stream", None, ""),
+        ] {
+            let Ok(mut existing) = js.get_stream(&stream).await else {
+                continue;
+            };
+            let Ok(info) = existing.info().await else {
+                continue;
+            };
+            let c = &info.config;
+            if let Some(want) = max_age
+                && c.max_age != want
+            {
+                return Err(Error::Internal(format!(
+                    "the cluster's {what} is {:?}; this worker was given {want:?}: start it with \
+                     {flag} matching the other workers",
+                    c.max_age
+                )));
+            }
+            if c.num_replicas != config.replicas {
+                return Err(Error::Internal(format!(
+                    "the cluster's {what} has {} replica(s); this worker was given \
+                     --nats-replicas {}",
+                    c.num_replicas, config.replicas
+                )));
+            }
+        }
+        if let Ok(mut existing) = js
+            .get_consumer_from_stream::<consumer::pull::Config, _, _>(TASK_CONSUMER, TASK_STREAM)
+            .await
+            && let Ok(info) = existing.info().await
+            && info.config.ack_wait != config.ack_wait
+        {
+            return Err(Error::Internal(format!(
+                "the cluster's ack wait is {:?}; this worker was given {:?}: start it with \
+                 --ack-wait matching the other workers",
+                info.config.ack_wait, config.ack_wait
+            )));
+        }
         let replicas = config.replicas;
         let bucket = |name: &str, max_age: Duration| kv::Config {
             bucket: name.to_owned(),
@@ -201,7 +256,6 @@ impl Nats {
             .create_or_update_key_value(bucket(TASKS_BUCKET, task_ttl))
             .await
             .map_err(|e| setup(TASKS_BUCKET, &e))?;
-        let ttl = config.heartbeat_ttl();
         let workers = js
             .create_or_update_key_value(kv::Config {
                 // Announces an expired heartbeat with a marker.

@@ -46,6 +46,12 @@ const SPEC: &str = "Colony-Task";
 /// A task handed back by a stopping worker is redelivered after this
 /// (elsewhere: the worker stopped pulling).
 const HAND_BACK: Duration = Duration::from_millis(200);
+/// A task whose code or input could not be read (NATS away) is tried
+/// again after this, without counting an attempt.
+const RETRY_LATER: Duration = Duration::from_secs(1);
+/// Results above this go to the object store, not into the record (the
+/// record must fit in one NATS message).
+const INLINE_RESULT_MAX: usize = 256 << 10;
 /// Inputs above this go to the object store, not into the message.
 const INLINE_INPUT_MAX: usize = 256 << 10;
 
@@ -105,6 +111,16 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+enum Start {
+    Started(Box<Record>, u64),
+    /// Finished or cancelled: ack the message.
+    Done,
+    /// Another delivery has it: leave the message alone.
+    Stale,
+    /// The record changed since it was read: claim again.
+    Conflict,
 }
 
 enum Claim {
@@ -173,7 +189,10 @@ impl ClusterTasks {
     /// Refreshes the count of tasks waiting in the stream.
     pub(crate) async fn refresh_pending(&self) {
         let mut consumer = self.nats.consumer.clone();
-        if let Ok(info) = consumer.info().await {
+        // Bounded: a slow JetStream API must not delay the heartbeat.
+        if let Ok(Ok(info)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.info()).await
+        {
             self.pending
                 .store(info.num_pending as usize, Ordering::Relaxed);
         }
@@ -222,23 +241,36 @@ impl ClusterTasks {
         else {
             return;
         };
-        // Deliveries held at once: running plus as many waiting for a slot.
+        // Deliveries held at once: running plus as many waiting for a
+        // slot. Only as many are fetched as there are permits, so none
+        // waits unacknowledged in a client buffer (where its ack wait
+        // would run out and JetStream would give it to another worker).
         let held = Arc::new(tokio::sync::Semaphore::new(concurrency * 2));
         loop {
             if *stop.borrow() {
                 return;
             }
-            let messages = self
+            let first = tokio::select! {
+                biased;
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                p = held.clone().acquire_owned() => p.expect("never closed"),
+            };
+            let mut permits = vec![first];
+            while permits.len() < concurrency
+                && let Ok(p) = held.clone().try_acquire_owned()
+            {
+                permits.push(p);
+            }
+            let batch = self
                 .nats
                 .consumer
-                .stream()
-                .max_messages_per_batch(concurrency)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
+                .fetch()
+                .max_messages(permits.len())
+                .expires(Duration::from_secs(5))
                 .messages()
                 .await;
-            let mut messages = match messages {
-                Ok(m) => m,
+            let mut batch = match batch {
+                Ok(b) => b,
                 Err(e) => {
                     debug!(cause = %e, "cannot pull tasks; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -253,39 +285,38 @@ impl ClusterTasks {
                         // JetStream gives it to another worker, not here.
                         let mut pulled = Vec::new();
                         while let Ok(Some(Ok(m))) =
-                            tokio::time::timeout(Duration::from_millis(10), messages.next()).await
+                            tokio::time::timeout(Duration::from_millis(10), batch.next()).await
                         {
                             pulled.push(m);
                         }
-                        drop(messages);
+                        drop(batch);
                         for m in pulled {
                             let _ = m.ack_with(AckKind::Nak(Some(HAND_BACK))).await;
                         }
                         return;
                     }
-                    next = async {
-                        let permit = held.clone().acquire_owned().await.expect("never closed");
-                        (permit, messages.next().await)
-                    } => next,
-                };
-                let (permit, Some(next)) = next else {
-                    break;
+                    next = batch.next() => next,
                 };
                 let msg = match next {
-                    Ok(m) => m,
-                    Err(e) => {
+                    None => break,
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
                         debug!(cause = %e, "task pull interrupted; resuming");
                         break;
                     }
                 };
                 let Some(w) = worker.upgrade() else { return };
+                let Some(permit) = permits.pop() else {
+                    // More than asked for: hand it back.
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     me.handle(w, msg).await;
                 });
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -450,7 +481,7 @@ impl ClusterTasks {
         worker
             .await_revision(&spec.info.function, &spec.info.revision)
             .await;
-        let (rec, rev) = match self.claim(&worker, &msg, spec, delivered).await {
+        let (rec, rev) = match self.claim(&worker, &msg, spec.clone(), delivered).await {
             Ok(Claim::Run(rec, rev)) => (*rec, rev),
             Ok(Claim::Settled) => return,
             Err(e) => {
@@ -469,28 +500,58 @@ impl ClusterTasks {
             let _ = msg.ack_with(AckKind::Nak(Some(HAND_BACK))).await;
             return;
         };
-        let (rec, rev) = match self.start(rec, rev, delivered).await {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                // Cancelled or finished meanwhile: settled there.
-                let _ = msg.double_ack().await;
-                return;
-            }
-            Err(e) => {
-                warn!(task = %id, cause = %e, "cannot start a task; it is redelivered");
-                return;
+        // The code may have to come from the object store: a NATS outage
+        // there is no attempt of the task's.
+        if let Err(e) = worker
+            .prepare_revision(&rec.info.function, &rec.info.revision)
+            .await
+        {
+            warn!(task = %id, cause = %e, "cannot load a task's code; handing it back");
+            let _ = msg.ack_with(AckKind::Nak(Some(RETRY_LATER))).await;
+            return;
+        }
+        let (mut rec, mut rev) = (rec, rev);
+        let (rec, rev) = loop {
+            match self.start(rec, rev, delivered).await {
+                Ok(Start::Started(r, v)) => break (*r, v),
+                Ok(Start::Done) => {
+                    let _ = msg.double_ack().await;
+                    return;
+                }
+                Ok(Start::Stale) => return,
+                Ok(Start::Conflict) => {
+                    match self.claim(&worker, &msg, spec.clone(), delivered).await {
+                        Ok(Claim::Run(r, v)) => (rec, rev) = (*r, v),
+                        Ok(Claim::Settled) => return,
+                        Err(e) => {
+                            warn!(task = %id, cause = %e, "cannot start a task; it is redelivered");
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(task = %id, cause = %e, "cannot start a task; it is redelivered");
+                    return;
+                }
             }
         };
-        self.running.fetch_add(1, Ordering::AcqRel);
         let input = if rec.input_object {
             match read_object(&self.nats.data, &format!("in-{id}")).await {
-                Ok(Some(b)) => Ok(b),
-                Ok(None) => Err(Error::Internal(format!("task {id} has no stored input"))),
-                Err(e) => Err(unavailable(e)),
+                Ok(Some(b)) => b,
+                Ok(None) => Bytes::new(),
+                Err(e) => {
+                    // Not the task's failure: undo the start, try later.
+                    warn!(task = %id, cause = %e, "cannot read a task's input; handing it back");
+                    self.unstart(rec, rev).await;
+                    let _ = msg.ack_with(AckKind::Nak(Some(RETRY_LATER))).await;
+                    return;
+                }
             }
         } else {
-            Ok(msg.payload.clone())
+            msg.payload.clone()
         };
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let input = Ok(input);
         let (outcome, policy) = worker
             .execute(
                 &rec.info.function,
@@ -533,15 +594,16 @@ impl ClusterTasks {
                 let _ = msg.double_ack().await;
                 return Ok(Claim::Settled);
             }
+            if rec.delivery > delivered {
+                // A later delivery has it (running, or queued for a retry):
+                // this copy is stale; the message is not this one's to ack.
+                return Ok(Claim::Settled);
+            }
             if rec.cancel_requested {
                 self.settle(msg, rec, rev, TaskEvent::Cancel, None).await;
                 return Ok(Claim::Settled);
             }
             if state == TaskState::Running {
-                if rec.delivery > delivered {
-                    // A later delivery runs it elsewhere; this one is stale.
-                    return Ok(Claim::Settled);
-                }
                 // Its worker was lost while it ran.
                 let retries = worker.retries_lost(&rec.info.function, &rec.info.revision);
                 let event = TaskEvent::Fail {
@@ -571,46 +633,48 @@ impl ClusterTasks {
         }
     }
 
-    /// Marks the record running for this delivery; `None` when it was
-    /// cancelled or finished meanwhile (and then settled).
-    async fn start(
-        &self,
-        mut rec: Record,
-        mut rev: u64,
-        delivered: u64,
-    ) -> Result<Option<(Record, u64)>> {
-        loop {
-            if rec.info.state.is_terminal() {
-                return Ok(None);
-            }
-            if rec.cancel_requested {
-                let now = now_ms();
-                rec.info.state = TaskState::Cancelled;
-                rec.info.finished_ms = Some(now);
-                rec.info.expires_ms = Some(self.expires(now));
-                if self.put(&rec, rev).await?.is_some() {
+    /// Marks the record running for this delivery (compare-and-set on
+    /// the revision `claim` read).
+    async fn start(&self, mut rec: Record, rev: u64, delivered: u64) -> Result<Start> {
+        if rec.cancel_requested {
+            let now = now_ms();
+            rec.info.state = TaskState::Cancelled;
+            rec.info.finished_ms = Some(now);
+            rec.info.expires_ms = Some(self.expires(now));
+            return Ok(match self.put(&rec, rev).await? {
+                Some(_) => {
                     self.finished(&rec);
-                    return Ok(None);
+                    Start::Done
                 }
-            } else {
-                let mut next = rec.clone();
-                next.info.state = rec
-                    .info
-                    .state
-                    .apply(TaskEvent::Start)
-                    .unwrap_or(TaskState::Running);
-                next.info.attempts += 1;
-                next.info.started_ms = Some(now_ms());
-                next.info.not_before_ms = None;
-                next.info.worker = Some(self.worker_id.to_string());
-                next.delivery = delivered;
-                if let Some(r) = self.put(&next, rev).await? {
-                    info!(target: "colony::task", task = %next.info.id, function = %next.info.function, attempt = next.info.attempts, state = "running", "task started");
-                    return Ok(Some((next, r)));
-                }
-            }
-            (rec, rev) = self.must_load(&rec.info.id).await?;
+                None => Start::Conflict,
+            });
         }
+        let Ok(state) = rec.info.state.apply(TaskEvent::Start) else {
+            return Ok(Start::Stale);
+        };
+        rec.info.state = state;
+        rec.info.attempts += 1;
+        rec.info.started_ms = Some(now_ms());
+        rec.info.not_before_ms = None;
+        rec.info.worker = Some(self.worker_id.to_string());
+        rec.delivery = delivered;
+        Ok(match self.put(&rec, rev).await? {
+            Some(r) => {
+                info!(target: "colony::task", task = %rec.info.id, function = %rec.info.function, attempt = rec.info.attempts, state = "running", "task started");
+                Start::Started(Box::new(rec), r)
+            }
+            None => Start::Conflict,
+        })
+    }
+
+    /// Undoes `start` (its attempt never ran); best effort: if it fails,
+    /// the next delivery counts a lost attempt.
+    async fn unstart(&self, mut rec: Record, rev: u64) {
+        rec.info.state = TaskState::Queued;
+        rec.info.attempts = rec.info.attempts.saturating_sub(1);
+        rec.info.worker = None;
+        rec.info.started_ms = None;
+        let _ = self.put(&rec, rev).await;
     }
 
     fn expires(&self, now: i64) -> i64 {
@@ -695,7 +759,7 @@ impl ClusterTasks {
             retry_in = Some(retry.backoff(rec.info.attempts + 1));
         } else if let Some(out) = output {
             output_size = Some(out.len() as u64);
-            if out.len() <= self.config.result_inline_max {
+            if out.len() <= self.config.result_inline_max.min(INLINE_RESULT_MAX) {
                 result = Some(base64::engine::general_purpose::STANDARD.encode(&out));
             } else {
                 let name = format!("out-{id}");
@@ -752,6 +816,12 @@ impl ClusterTasks {
                 }
                 Ok(None) => match self.load(&id).await {
                     Ok(Some((fresh, v))) => {
+                        if fresh.delivery != rec.delivery || fresh.info.worker != rec.info.worker {
+                            // Another delivery took the task over (this
+                            // worker was taken for lost): its record wins.
+                            warn!(task = %id, "a task attempt ended after another took over; its outcome is dropped");
+                            return;
+                        }
                         rec.cancel_requested |= fresh.cancel_requested;
                         rev = v;
                         if fresh.info.state.is_terminal() {
@@ -760,8 +830,10 @@ impl ClusterTasks {
                         }
                     }
                     Ok(None) => {
-                        // Expired meanwhile: recreate it.
-                        rev = 0;
+                        // Expired meanwhile (the task TTL): gone.
+                        warn!(task = %id, "a task's record expired while it ran");
+                        let _ = msg.double_ack().await;
+                        return;
                     }
                     Err(e) => {
                         warn!(task = %id, cause = %e, "cannot reread a task record; retrying");
