@@ -39,10 +39,17 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 # apt downloads as the unprivileged _apt user when run as root.
 chmod 0777 "$tmp"
-(cd "$tmp" && apt-get download -q "$package" >&2) || {
-  echo "install-nats-old: apt-get download $package failed (does apt know it? try apt-get update)" >&2
-  exit 1
-}
+fetch() { (cd "$tmp" && apt-get download -q "$package" >&2); }
+if ! fetch; then
+  # The package lists may be missing or stale on a fresh machine.
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -q >&2 || true
+  fetch || {
+    echo "install-nats-old: apt-get download $package failed" >&2
+    exit 1
+  }
+fi
 rm -rf "$dest"
 mkdir -p "$dest"
 dpkg-deb -x "$tmp"/nats-server_*.deb "$dest"
