@@ -12,7 +12,9 @@
 //! Before any of that, `colony serve --nats` must refuse, with a clear
 //! error and a non-zero exit, a NATS it cannot use: an unreachable one, a
 //! real nats-server without JetStream, and a real one older than 2.11
-//! (Debian's 2.9.10, unpacked by `scripts/install-nats-old.sh`).
+//! (Debian's 2.9.10, unpacked by `scripts/install-nats-old.sh`); and a
+//! worker must refuse to join a cluster whose ack wait, heartbeat or task
+//! TTL differ from its own.
 //!
 //! The tests take a process-wide lock, so they run one at a time even
 //! under a parallel test runner: each starts up to four processes on a
@@ -1025,6 +1027,29 @@ async fn a_worker_stopped_with_sigterm_hands_its_tasks_over() {
     assert!(finish < limit, "took {finish:?}");
 }
 
+/// Starts a call of `function` with `input` on `c` in the background and
+/// waits until `c` runs it (its `/status` shows one call running).
+async fn long_call_on(
+    c: &Client,
+    function: &'static str,
+    input: &'static str,
+) -> tokio::task::JoinHandle<colony_client::Result<colony_client::Invocation>> {
+    let call = tokio::spawn({
+        let c = c.clone();
+        async move { c.invoke(function, input).await }
+    });
+    eventually(
+        Duration::from_secs(5),
+        &format!("{} runs the long call", c.base()),
+        || {
+            let c = c.clone();
+            async move { (c.status().await.ok()?.running == 1).then_some(()) }
+        },
+    )
+    .await;
+    call
+}
+
 /// A call on a worker whose one slot is taken runs on a free worker;
 /// with no other worker it waits for the slot here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1053,21 +1078,6 @@ async fn a_busy_worker_forwards_calls_to_a_free_one() {
     assert_eq!(&ca.invoke("slow", "1").await.unwrap().output[..], b"done\n");
     assert_eq!(&cb.invoke("slow", "1").await.unwrap().output[..], b"done\n");
 
-    /// Starts the long call on A and waits until A runs it.
-    async fn long_call_on(
-        ca: &Client,
-    ) -> tokio::task::JoinHandle<colony_client::Result<colony_client::Invocation>> {
-        let first = tokio::spawn({
-            let ca = ca.clone();
-            async move { ca.invoke("slow", LONG).await }
-        });
-        eventually(Duration::from_secs(5), "A runs the long call", || {
-            let ca = ca.clone();
-            async move { (ca.status().await.ok()?.running == 1).then_some(()) }
-        })
-        .await;
-        first
-    }
     let succeeded = |c: &Client| {
         let c = c.clone();
         async move { c.status().await.unwrap().invocations.succeeded }
@@ -1075,7 +1085,7 @@ async fn a_busy_worker_forwards_calls_to_a_free_one() {
 
     // B free: A's second call runs there.
     let (a0, b0) = (succeeded(&ca).await, succeeded(&cb).await);
-    let first = long_call_on(&ca).await;
+    let first = long_call_on(&ca, "slow", LONG).await;
     let t0 = Instant::now();
     let second = ca.invoke("slow", "10").await.unwrap();
     let took = t0.elapsed();
@@ -1092,7 +1102,7 @@ async fn a_busy_worker_forwards_calls_to_a_free_one() {
     // B gone: A runs its second call itself, once the first is done.
     b.kill();
     let (a0, first_at) = (succeeded(&ca).await, Instant::now());
-    let first = long_call_on(&ca).await;
+    let first = long_call_on(&ca, "slow", LONG).await;
     let t0 = Instant::now();
     let second = tokio::time::timeout(Duration::from_secs(20), ca.invoke("slow", "10"))
         .await
@@ -1123,10 +1133,10 @@ struct Refusal {
 /// connection times out after 5 s.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(20);
 
-/// Runs `colony serve --nats <url>` on a fresh data directory and waits
-/// for it to exit; kills it and panics if it still runs after
-/// [`REFUSAL_LIMIT`].
-fn serve_with_nats(url: &str) -> Refusal {
+/// Runs `colony serve --nats <url>`, with `extra` flags, on a fresh data
+/// directory and waits for it to exit; kills it and panics if it still
+/// runs after [`REFUSAL_LIMIT`].
+fn serve_with_nats(url: &str, extra: &[&str]) -> Refusal {
     use std::io::Read;
     use std::process::{Command, Stdio};
 
@@ -1135,6 +1145,7 @@ fn serve_with_nats(url: &str) -> Refusal {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path().join("data"))
         .args(["--nats", url])
+        .args(extra)
         .env("COLONY_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1165,12 +1176,14 @@ fn serve_with_nats(url: &str) -> Refusal {
     let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
     let Some(status) = status else {
         panic!(
-            "colony serve --nats {url} still ran after {REFUSAL_LIMIT:?}\n\
-             stdout:\n{stdout}\nstderr:\n{stderr}"
+            "colony serve --nats {url} {} still ran after {REFUSAL_LIMIT:?}\n\
+             stdout:\n{stdout}\nstderr:\n{stderr}",
+            extra.join(" ")
         );
     };
     eprintln!(
-        "colony serve --nats {url}: {status} after {:?}; stderr:\n{stderr}",
+        "colony serve --nats {url} {}: {status} after {:?}; stderr:\n{stderr}",
+        extra.join(" "),
         t0.elapsed()
     );
     Refusal {
@@ -1203,7 +1216,7 @@ fn serve_refuses_an_unreachable_nats() {
         .unwrap()
         .port();
     let url = format!("nats://127.0.0.1:{port}");
-    let r = serve_with_nats(&url);
+    let r = serve_with_nats(&url, &[]);
     assert_refused(&r, &[&format!("cannot connect to NATS at {url}")]);
 }
 
@@ -1214,7 +1227,7 @@ fn serve_refuses_a_nats_without_jetstream() {
     let info = nats.info();
     assert!(!info.jetstream, "started without -js: {info:?}");
     let url = nats.url();
-    let r = serve_with_nats(&url);
+    let r = serve_with_nats(&url, &[]);
     assert_refused(
         &r,
         &[
@@ -1232,11 +1245,279 @@ fn serve_refuses_a_nats_older_than_2_11() {
     assert_eq!(info.version, "2.9.10", "{info:?}");
     assert!(info.jetstream, "only its version is wrong: {info:?}");
     let url = nats.url();
-    let r = serve_with_nats(&url);
+    let r = serve_with_nats(&url, &[]);
     assert_refused(
         &r,
         &[&format!(
             "NATS at {url} is version 2.9.10; Colony needs 2.11 or newer"
         )],
     );
+}
+
+/// The HTTP status of `GET /status` on `url`, read off the wire (the
+/// client takes a draining worker's 503 as a status too); `None` when
+/// the worker does not answer.
+async fn status_code(url: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = host_port(url);
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.ok()?;
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A worker started with an ack wait, heartbeat or task TTL other than
+/// the cluster's refuses to start, naming the cluster's value and the
+/// flag to fix; the running worker is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_other_cluster_settings_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &[]);
+    own_id(&a).await;
+    assert_eq!(status_code(&a.url).await, Some(200));
+
+    // A's /status, every 50 ms while the others try to join.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = tokio::spawn({
+        let (url, stop) = (a.url.clone(), stop.clone());
+        async move {
+            let mut answers: HashMap<Option<u16>, usize> = HashMap::new();
+            while !stop.load(Ordering::Acquire) {
+                *answers.entry(status_code(&url).await).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answers
+        }
+    });
+
+    let url = nats.url();
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--ack-wait", "5s", "--heartbeat", HEARTBEAT],
+            &["the cluster's ack wait is 3s", "--ack-wait"],
+        ),
+        (
+            &["--ack-wait", ACK_WAIT, "--heartbeat", "500ms"],
+            &["heartbeat TTL", "--heartbeat"],
+        ),
+        (
+            &[
+                "--ack-wait",
+                ACK_WAIT,
+                "--heartbeat",
+                HEARTBEAT,
+                "--task-ttl",
+                "1h",
+            ],
+            &["task TTL", "--task-ttl"],
+        ),
+    ];
+    for (extra, needles) in cases {
+        let r = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || serve_with_nats(&url, extra)
+        })
+        .await
+        .unwrap();
+        assert_refused(&r, needles);
+        assert_eq!(
+            status_code(&a.url).await,
+            Some(200),
+            "A after a refused {extra:?}"
+        );
+    }
+
+    stop.store(true, Ordering::Release);
+    let answers = watching.await.unwrap();
+    eprintln!("A's GET /status while the others were refused: {answers:?}");
+    assert_eq!(
+        answers.keys().collect::<Vec<_>>(),
+        [&Some(200)],
+        "{answers:?}"
+    );
+    assert_eq!(status_code(&a.url).await, Some(200));
+    let list = client(&a).workers().await.unwrap();
+    assert_eq!(
+        list.workers.len(),
+        1,
+        "a refused worker is listed: {list:?}"
+    );
+}
+
+/// A call forwarded from a busy worker whose output is larger than a
+/// NATS message (1 MiB) comes back whole, through the object store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_call_returns_an_output_larger_than_a_nats_message() {
+    /// The long call that keeps A's one slot: the `spin` guest burns
+    /// this many ms.
+    const LONG: &str = "800";
+    /// Bytes the forwarded call writes: three NATS messages' worth.
+    const SIZE: usize = 3_000_000;
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &["--concurrency", "1"]);
+    let b = worker(&nats, &["--concurrency", "1"]);
+    let (ca, cb) = (client(&a), client(&b));
+    ca.deploy(
+        "slow",
+        guests::c_guest("spin"),
+        &DeployOptions {
+            timeout: Some("5s".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    ca.deploy(
+        "repeat",
+        guests::c_guest("repeat"),
+        &DeployOptions {
+            output: Some("8MiB".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    known_everywhere(&[&a, &b], "slow").await;
+    known_everywhere(&[&a, &b], "repeat").await;
+    own_id(&a).await;
+    own_id(&b).await;
+    // Compiled on both before anything is timed.
+    for c in [&ca, &cb] {
+        assert_eq!(&c.invoke("slow", "1").await.unwrap().output[..], b"done\n");
+        assert_eq!(&c.invoke("repeat", "3").await.unwrap().output[..], b"xxx");
+    }
+
+    let succeeded = |c: &Client| {
+        let c = c.clone();
+        async move { c.status().await.unwrap().invocations.succeeded }
+    };
+    let (a0, b0) = (succeeded(&ca).await, succeeded(&cb).await);
+    let first = long_call_on(&ca, "slow", LONG).await;
+    let t0 = Instant::now();
+    let big = ca
+        .invoke("repeat", SIZE.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("/run/repeat {SIZE} on a busy A: {e}"));
+    let took = t0.elapsed();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(&first.output[..], b"done\n");
+    let (a1, b1) = (succeeded(&ca).await, succeeded(&cb).await);
+    eprintln!(
+        "A busy, B free: /run/repeat {SIZE} on A answered {} bytes in {took:?} \
+         (ran {} µs); succeeded on A {a0} -> {a1}, on B {b0} -> {b1}",
+        big.output.len(),
+        big.duration_us
+    );
+    assert_eq!(big.output.len(), SIZE);
+    assert!(
+        big.output.iter().all(|&b| b == b'x'),
+        "the output is not all 'x'"
+    );
+    assert_eq!(b1 - b0, 1, "the big call did not run on B");
+    assert_eq!(a1 - a0, 1, "A ran more than the long call");
+}
+
+/// Whether `e` is the server's 404 `function_not_found`.
+fn is_function_not_found(e: &colony_client::Error) -> bool {
+    match e {
+        colony_client::Error::Api { status, body, .. } => {
+            *status == 404 && body.code == "function_not_found"
+        }
+        _ => false,
+    }
+}
+
+/// A delete on one worker reaches the others within a second; the same
+/// code deployed again, under the old name and a new one, runs anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_one_worker_is_seen_on_the_others() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let a = worker(&nats, &[]);
+    let b = worker(&nats, &[]);
+    let c = worker(&nats, &[]);
+    let (ca, cb, cc) = (client(&a), client(&b), client(&c));
+
+    let first = ca
+        .deploy("f", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    assert!(first.created, "{first:?}");
+    known_everywhere(&[&c, &b], "f").await;
+    assert_eq!(
+        &cc.invoke("f", "before").await.unwrap().output[..],
+        b"before"
+    );
+
+    cb.delete("f").await.unwrap();
+    let deleted = Instant::now();
+    // The deleting worker shows its own delete at once (as it shows
+    // its own deploy or default switch).
+    match cb.function("f").await {
+        Err(e) if is_function_not_found(&e) => {}
+        other => panic!("GET /functions/f on B right after B answered its DELETE: {other:?}"),
+    }
+    for (name, cl) in [("C", &cc), ("A", &ca)] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("GET /functions/f is 404 on {name}"),
+            || {
+                let cl = cl.clone();
+                async move {
+                    match cl.function("f").await {
+                        Err(colony_client::Error::Api { status: 404, .. }) => Some(()),
+                        _ => None,
+                    }
+                }
+            },
+        )
+        .await;
+        let took = deleted.elapsed();
+        eprintln!("deleted on B: {name} answers 404 {took:?} after the delete");
+        assert!(took < Duration::from_secs(1), "{name}: took {took:?}");
+    }
+    match cc.invoke("f", "after").await {
+        Err(e) if is_function_not_found(&e) => {}
+        other => panic!("/run/f on C after the delete: {other:?}"),
+    }
+
+    // The same code again: as f on C, and as g on A.
+    let f = cc
+        .deploy("f", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    let g = ca
+        .deploy("g", guests::ECHO, &DeployOptions::default())
+        .await
+        .unwrap();
+    assert!(f.created && f.default, "{f:?}");
+    assert!(g.created && g.default, "{g:?}");
+    for (name, rev) in [("f", f.revision.as_str()), ("g", g.revision.as_str())] {
+        let input = format!("{name} on B");
+        let (out, took) = eventually(
+            Duration::from_secs(10),
+            &format!("{name} runs on B"),
+            || {
+                let cb = cb.clone();
+                let input = input.clone();
+                async move {
+                    match cb.invoke(name, input).await {
+                        Ok(out) => Some(out),
+                        Err(e) if is_function_not_found(&e) => None,
+                        Err(e) => panic!("/run/{name} on B after the redeploy: {e}"),
+                    }
+                }
+            },
+        )
+        .await;
+        eprintln!("{name} deployed again ran on B after {took:?}");
+        assert_eq!(&out.output[..], input.as_bytes());
+        assert_eq!(out.revision, rev);
+    }
 }
