@@ -50,13 +50,7 @@ impl NatsFunctions {
     /// bucket from just after it misses no change.
     pub(crate) async fn load_all(&self) -> Result<(Vec<(FunctionRow, u64)>, u64)> {
         let kv = &self.nats.functions;
-        let last = kv
-            .status()
-            .await
-            .map_err(unavailable)?
-            .info
-            .state
-            .last_sequence;
+        let last = self.last_sequence().await?;
         let mut keys = kv.keys().await.map_err(unavailable)?;
         let mut rows = Vec::new();
         while let Some(key) = keys.next().await {
@@ -72,6 +66,18 @@ impl NatsFunctions {
         }
         self.applied.send_replace(last);
         Ok((rows, last))
+    }
+
+    /// The bucket's last sequence now (`kv::Store::status` answers what
+    /// was cached when the bucket was opened).
+    async fn last_sequence(&self) -> Result<u64> {
+        let mut stream = self.nats.functions.stream.clone();
+        Ok(stream
+            .info()
+            .await
+            .map_err(unavailable)?
+            .state
+            .last_sequence)
     }
 
     /// Waits until this worker's index reflects bucket sequence `seq`.
@@ -305,15 +311,7 @@ impl FunctionStore for NatsFunctions {
                 Err(e) => return Err(unavailable(e)),
             }
         };
-        let seq = self
-            .nats
-            .functions
-            .status()
-            .await
-            .map_err(unavailable)?
-            .info
-            .state
-            .last_sequence;
+        let seq = self.last_sequence().await?;
         self.applied(seq).await?;
         // Code objects stay: another worker may have deployed the same
         // code under another name just now, trusting they exist. Only
