@@ -419,3 +419,72 @@ mod tests {
         assert!(err.is_err());
     }
 }
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_settings_come_from_the_file_and_need_nats() {
+        let file: RawConfig = toml::from_str(
+            r#"
+            nats = "nats://n1:4222,nats://n2:4222"
+            nats_replicas = 3
+            role = "gateway"
+            ack_wait = "10s"
+            heartbeat = "500ms"
+            "#,
+        )
+        .unwrap();
+        let c = file.validate().unwrap().worker.cluster.unwrap();
+        assert_eq!(c.url, "nats://n1:4222,nats://n2:4222");
+        assert_eq!(c.replicas, 3);
+        assert_eq!(c.role, colony_core::wire::WorkerRole::Gateway);
+        assert_eq!(c.ack_wait, Duration::from_secs(10));
+        assert_eq!(c.heartbeat_ttl(), Duration::from_millis(1500));
+
+        for (raw, needle) in [
+            (
+                RawConfig {
+                    role: Some("gateway".into()),
+                    ..Default::default()
+                },
+                "role: only applies in a cluster",
+            ),
+            (
+                RawConfig {
+                    ack_wait: Some("5s".into()),
+                    ..Default::default()
+                },
+                "ack_wait: only applies in a cluster",
+            ),
+            (
+                RawConfig {
+                    nats: Some("nats://x:4222".into()),
+                    role: Some("router".into()),
+                    ..Default::default()
+                },
+                "role: \"router\" is not worker or gateway",
+            ),
+            (
+                RawConfig {
+                    nats: Some("nats://x:4222".into()),
+                    nats_replicas: Some(7),
+                    ..Default::default()
+                },
+                "replicas: must be between 1 and 5",
+            ),
+            (
+                RawConfig {
+                    nats: Some("nats://x:4222".into()),
+                    heartbeat: Some("10ms".into()),
+                    ..Default::default()
+                },
+                "heartbeat: must be between 100ms and 60s",
+            ),
+        ] {
+            let err = raw.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should say {needle}");
+        }
+    }
+}
