@@ -290,7 +290,6 @@ impl Worker {
                 tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
                 tokio::spawn(members::follow(nats.clone(), id.to_string(), weak.clone()));
                 tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
-                tokio::spawn(tasks.clone().hear_max_deliveries(weak.clone()));
                 if cc.role == WorkerRole::Worker {
                     tokio::spawn(tasks.dispatch(weak.clone()));
                     tokio::spawn(forward::serve(nats, weak));

@@ -12,7 +12,9 @@
 //! | forwarded calls | subject `colony.run.<function>`, queue group `colony-run` |
 //!
 //! Everything is created idempotently at start with explicit settings
-//! (file storage, `replicas`). A task message is acknowledged only after
+//! (file storage, `replicas`). A task message is delivered until a worker
+//! settles it; at its 110th delivery the worker that gets it records the
+//! task `dead`. A task message is acknowledged only after
 //! the task's terminal record is stored; while it runs, progress acks hold
 //! it; if its worker dies, JetStream redelivers it after the ack wait.
 
@@ -44,9 +46,11 @@ pub(crate) const TASK_CONSUMER: &str = "colony-workers";
 pub(crate) const CANCEL_SUBJECT: &str = "colony.cancel";
 pub(crate) const RUN_PREFIX: &str = "colony.run.";
 pub(crate) const RUN_QUEUE: &str = "colony-run";
-/// Deliveries of one task message before JetStream gives up on it: above
-/// the attempt ceiling, so the task's own retry policy decides first.
-pub(crate) const MAX_DELIVER: i64 = colony_core::task::MAX_ATTEMPTS_CEILING as i64 + 10;
+/// Deliveries of one task message before Colony gives up on it (`dead`):
+/// above the attempt ceiling, so the task's own retry policy decides
+/// first. JetStream itself delivers without limit, so that no message is
+/// left in the stream with no one to settle it.
+pub(crate) const MAX_DELIVERIES: u64 = colony_core::task::MAX_ATTEMPTS_CEILING as u64 + 10;
 
 /// How a worker joins a cluster.
 #[derive(Debug, Clone)]
@@ -307,7 +311,7 @@ impl Nats {
                     description: Some("every Colony worker pulls tasks here".to_owned()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
-                    max_deliver: MAX_DELIVER,
+                    max_deliver: -1,
                     max_ack_pending: 100_000,
                     num_replicas: replicas,
                     ..Default::default()

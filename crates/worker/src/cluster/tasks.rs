@@ -33,7 +33,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
-use super::{CANCEL_SUBJECT, Nats, TASK_SUBJECT, read_object, unavailable, write_object};
+use super::{
+    CANCEL_SUBJECT, MAX_DELIVERIES, Nats, TASK_SUBJECT, read_object, unavailable, write_object,
+};
 use crate::error::{Error, Result};
 use crate::seams::TaskBackend;
 use crate::store::now_ms;
@@ -320,128 +322,49 @@ impl ClusterTasks {
         }
     }
 
-    /// Settles deliveries JetStream gave up on (the consumer's delivery
-    /// limit): the task is `dead`, and its message leaves the stream.
-    pub(crate) async fn hear_max_deliveries(self: Arc<Self>, worker: Weak<Worker>) {
-        let subject = format!(
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
-            super::TASK_STREAM,
-            super::TASK_CONSUMER
-        );
-        #[derive(Deserialize)]
-        struct Advisory {
-            stream_seq: u64,
-            deliveries: u64,
-        }
+    /// Ends a task delivered `deliveries` times without finishing: its
+    /// record says `dead` (unless it finished meanwhile). `Err` when NATS
+    /// does not answer (the message comes back).
+    async fn bury(&self, spec: &Record, deliveries: u64) -> Result<()> {
+        let id = spec.info.id.clone();
         loop {
-            // One worker of the group handles each advisory.
-            match self
-                .nats
-                .client
-                .queue_subscribe(subject.clone(), "colony-advisories".to_owned())
-                .await
-            {
-                Ok(mut sub) => {
-                    while let Some(msg) = sub.next().await {
-                        if worker.strong_count() == 0 {
-                            return;
-                        }
-                        match serde_json::from_slice::<Advisory>(&msg.payload) {
-                            Ok(a) => self.give_up(a.stream_seq, a.deliveries).await,
-                            Err(e) => warn!(cause = %e, "unreadable max-deliveries advisory"),
-                        }
-                    }
-                }
-                Err(e) => warn!(cause = %e, "cannot listen for max-deliveries advisories"),
+            let (mut rec, rev) = match self.load(&id).await? {
+                Some(x) => x,
+                None => match self.nats.tasks.create(id.as_str(), json(spec)).await {
+                    Ok(rev) => (spec.clone(), rev),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(unavailable(e)),
+                },
+            };
+            if rec.info.state.is_terminal() {
+                return Ok(());
             }
-            if worker.strong_count() == 0 {
-                return;
+            if rec.info.state == TaskState::Queued {
+                // Delivered, never finished: as if each delivery were lost.
+                rec.info.state = TaskState::Running;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    async fn give_up(&self, seq: u64, deliveries: u64) {
-        let stream = match self.nats.js.get_stream(super::TASK_STREAM).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(cause = %e, "cannot read the task stream");
-                return;
+            let now = now_ms();
+            rec.info.state = rec
+                .info
+                .state
+                .apply(TaskEvent::Fail {
+                    retryable: true,
+                    attempts_left: false,
+                })
+                .map_err(Error::internal)?;
+            rec.info.finished_ms = Some(now);
+            rec.info.expires_ms = Some(self.expires(now));
+            rec.info.error = Some(TaskError {
+                code: ErrorCode::WorkerLost.as_str().to_owned(),
+                message: format!("delivered {deliveries} times without finishing"),
+                exit_code: None,
+                stderr_tail: None,
+            });
+            if self.put(&rec, rev).await?.is_some() {
+                error!(target: "colony::task", task = %id, deliveries, "task dead: delivered too often without finishing");
+                self.finished(&rec);
+                return Ok(());
             }
-        };
-        let Ok(raw) = stream.get_raw_message(seq).await else {
-            // Gone already: acknowledged after all, or handled elsewhere.
-            return;
-        };
-        let spec = raw
-            .headers
-            .get(SPEC)
-            .and_then(|v| serde_json::from_str::<Record>(v.as_str()).ok());
-        if let Some(spec) = spec {
-            let id = spec.info.id.clone();
-            let mut delay = Duration::from_millis(50);
-            loop {
-                let loaded = match self.load(&id).await {
-                    Ok(Some(x)) => Ok(x),
-                    Ok(None) => self
-                        .nats
-                        .tasks
-                        .create(id.as_str(), json(&spec))
-                        .await
-                        .map(|rev| (spec.clone(), rev))
-                        .map_err(unavailable),
-                    Err(e) => Err(e),
-                };
-                let (mut rec, rev) = match loaded {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(task = %id, cause = %e, "cannot settle a task JetStream gave up on; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                };
-                if rec.info.state.is_terminal() {
-                    break;
-                }
-                let now = now_ms();
-                if rec.info.state == TaskState::Queued {
-                    rec.info.state = TaskState::Running;
-                }
-                rec.info.state = rec
-                    .info
-                    .state
-                    .apply(TaskEvent::Fail {
-                        retryable: true,
-                        attempts_left: false,
-                    })
-                    .unwrap_or(TaskState::Dead);
-                rec.info.finished_ms = Some(now);
-                rec.info.expires_ms = Some(self.expires(now));
-                rec.info.error = Some(TaskError {
-                    code: ErrorCode::WorkerLost.as_str().to_owned(),
-                    message: format!(
-                        "delivered {deliveries} times without finishing; JetStream gave up on it"
-                    ),
-                    exit_code: None,
-                    stderr_tail: None,
-                });
-                match self.put(&rec, rev).await {
-                    Ok(Some(_)) => {
-                        error!(target: "colony::task", task = %id, deliveries, "task dead: delivered too often without finishing");
-                        self.finished(&rec);
-                        break;
-                    }
-                    Ok(None) => continue,
-                    Err(e) => {
-                        warn!(task = %id, cause = %e, "cannot settle a task JetStream gave up on; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
-        if let Err(e) = stream.delete_message(seq).await {
-            debug!(seq, cause = %e, "cannot delete a message JetStream gave up on");
         }
     }
 
@@ -579,6 +502,13 @@ impl ClusterTasks {
         delivered: u64,
     ) -> Result<Claim> {
         let id = spec.info.id.clone();
+        if delivered > MAX_DELIVERIES {
+            // Colony bounds deliveries itself (JetStream's own limit would
+            // leave the message in the stream with no one to settle it).
+            self.bury(&spec, delivered).await?;
+            let _ = msg.double_ack().await;
+            return Ok(Claim::Settled);
+        }
         loop {
             let (mut rec, rev) = match self.load(&id).await? {
                 Some(x) => x,
