@@ -110,6 +110,12 @@ impl From<Error> for ApiError {
                 err.retry_after = Some(retry_after.as_secs().max(1));
                 err
             }
+            Error::InvalidCgiResponse { revision, .. } => {
+                let mut err = Self::new(StatusCode::BAD_GATEWAY, code, message)
+                    .detail("revision", revision.as_str());
+                err.revision = Some(revision.to_string());
+                err
+            }
             Error::ClusterUnavailable(_) => {
                 warn!(cause = %message, "cluster unavailable");
                 let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);

@@ -45,6 +45,8 @@ fn limits(req: &Request) -> Result<(), ApiError> {
 /// The routes, as `'static` metric labels.
 const ROUTES: &[&str] = &[
     "/run/{target}",
+    "/http/{target}",
+    "/http/{target}/{*path}",
     "/functions",
     "/functions/{name}",
     "/functions/{name}/default",

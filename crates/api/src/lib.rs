@@ -25,6 +25,7 @@
 //! | method | path | what |
 //! |---|---|---|
 //! | POST | `/run/{name}[@{rev}]` | body → stdin; 200 with stdout |
+//! | ANY | `/http/{name}[@{rev}]/{*path}` | a `cgi` function serves the request (CGI 1.1) |
 //! | PUT | `/functions/{name}` | deploy code (body) with manifest (query) |
 //! | GET | `/functions` | every function |
 //! | GET | `/functions/{name}` | one function, its revisions and default |
@@ -46,6 +47,7 @@ mod body;
 mod error;
 mod functions;
 mod gate;
+mod http;
 mod metrics;
 mod openapi;
 mod run;
@@ -57,7 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use colony_worker::Worker;
 use tokio::net::TcpListener;
 
@@ -102,6 +104,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/run/{target}", post(run::run))
+        .route("/http/{target}", any(http::root))
+        .route("/http/{target}/{*path}", any(http::path))
         .route("/functions", get(functions::list))
         .route(
             "/functions/{name}",

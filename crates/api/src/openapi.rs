@@ -42,6 +42,8 @@ use crate::auth::Scope;
     ),
     paths(
         crate::run::run,
+        crate::http::root,
+        crate::http::path,
         crate::functions::list,
         crate::functions::deploy,
         crate::functions::show,
@@ -241,7 +243,9 @@ impl Modify for Common {
             ];
             for (method, op) in ops {
                 if let Some(op) = op {
-                    add_shared(op, path, crate::auth::required(&method, Some(path)));
+                    // The router spells a catch-all `{*path}`.
+                    let route = path.replace("{path}", "{*path}");
+                    add_shared(op, path, crate::auth::required(&method, Some(&route)));
                     camel_case_links(op);
                 }
             }

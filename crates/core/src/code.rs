@@ -72,6 +72,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The cluster's NATS is unreachable just now: retry shortly.
     ClusterUnavailable,
+    /// A `cgi` function wrote something that is not a CGI response.
+    InvalidCgiResponse,
 }
 
 impl ErrorCode {
@@ -110,6 +112,7 @@ impl ErrorCode {
             TooManyRequests => "too_many_requests",
             RequestTimeout => "request_timeout",
             ClusterUnavailable => "cluster_unavailable",
+            InvalidCgiResponse => "invalid_cgi_response",
         }
     }
 }

@@ -165,6 +165,7 @@ mod tests {
                 input: Bytes::from_static(b"abc"),
                 cancel: None,
                 timeout_ms: None,
+                env: &[],
             })
             .await
             .unwrap();
@@ -174,6 +175,7 @@ mod tests {
                 input: Bytes::from_static(b"abcd"),
                 cancel: None,
                 timeout_ms: None,
+                env: &[],
             })
             .await
             .unwrap_err();

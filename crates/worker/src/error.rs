@@ -94,6 +94,14 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// A `cgi` function's stdout is not a CGI response.
+    #[error("the function's output is not a CGI response: {reason}")]
+    InvalidCgiResponse {
+        /// What is wrong with it.
+        reason: String,
+        /// The revision that ran.
+        revision: RevisionId,
+    },
     /// The cluster's NATS did not answer: retry shortly; nothing was
     /// accepted.
     #[error("the cluster is unavailable: {0}")]
@@ -127,6 +135,7 @@ impl Error {
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::TooManyFunctions { .. } => ErrorCode::TooManyFunctions,
             Error::ClusterUnavailable(_) => ErrorCode::ClusterUnavailable,
+            Error::InvalidCgiResponse { .. } => ErrorCode::InvalidCgiResponse,
         }
     }
 

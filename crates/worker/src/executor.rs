@@ -32,6 +32,9 @@ pub struct Call<'a> {
     pub cancel: Option<&'a CancellationToken>,
     /// Overrides the manifest's timeout (a task's `timeout_ms`).
     pub timeout_ms: Option<u64>,
+    /// Environment variables of this call only, over the manifest's (a
+    /// CGI request's meta-variables).
+    pub env: &'a [(String, String)],
 }
 
 /// An executor: turns a revision's code and manifest into something that

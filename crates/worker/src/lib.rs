@@ -13,6 +13,8 @@
 //! - `executor`: the [`Executor`] trait and the [`ExecutorRegistry`] that
 //!   maps a manifest's `executor` to an implementation.
 //! - `wasm`: the `wasm` executor, over [`colony_engine`].
+//! - `cgi`: the `cgi` executor's HTTP side: CGI meta-variables in, a CGI
+//!   response out.
 //! - `builtin`: the `builtin` executor: native functions compiled in.
 //! - `scheduler`: bounded concurrency shared by calls and tasks in turns,
 //!   with a bounded wait queue for calls.
@@ -39,6 +41,7 @@
 
 mod blobs;
 mod builtin;
+pub mod cgi;
 mod cluster;
 pub mod config;
 mod error;

@@ -62,12 +62,26 @@ struct WasmRunnable {
 #[async_trait::async_trait]
 impl Runnable for WasmRunnable {
     async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure> {
+        let merged;
+        let env = if call.env.is_empty() {
+            &self.env
+        } else {
+            // The call's variables win over the manifest's.
+            merged = self
+                .env
+                .iter()
+                .filter(|(k, _)| !call.env.iter().any(|(c, _)| c == k))
+                .chain(call.env)
+                .cloned()
+                .collect::<Vec<_>>();
+            &merged
+        };
         let out = self
             .program
             .run(Invocation {
                 stdin: call.input,
                 argv: &self.argv,
-                env: &self.env,
+                env,
                 limits: Limits {
                     timeout_ms: call.timeout_ms.unwrap_or(self.limits.timeout_ms),
                     ..self.limits

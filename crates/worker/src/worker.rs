@@ -214,6 +214,8 @@ impl Worker {
         let mut executors = ExecutorRegistry::new();
         executors.register("wasm", Arc::new(WasmExecutor::new(engine.clone())));
         executors.register("builtin", Arc::new(BuiltinExecutor::default()));
+        // WASI command modules whose stdout is a CGI response (`/http`).
+        executors.register("cgi", Arc::new(WasmExecutor::new(engine.clone())));
         extend(&mut executors, &engine);
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let id = worker_id();
@@ -502,7 +504,38 @@ impl Worker {
                 }
             }
         }
-        self.invoke_here(target, input, cancel).await
+        self.invoke_here(target, input, cancel, &[]).await
+    }
+
+    /// Serves an HTTP request with a `cgi` function: the request as CGI
+    /// meta-variables and stdin, its stdout parsed as a CGI response.
+    /// (In a cluster it runs where it arrived.)
+    pub async fn invoke_http(
+        &self,
+        target: &FunctionRef,
+        request: crate::cgi::CgiRequest,
+    ) -> Result<(Invoked, crate::cgi::CgiResponse)> {
+        let rev = self.index.resolve(target)?;
+        if rev.row.manifest.executor != "cgi" {
+            return Err(Error::BadRequest(format!(
+                "function {} runs on the {} executor; /http serves functions deployed with \
+                 executor=cgi",
+                rev.function, rev.row.manifest.executor
+            )));
+        }
+        let pinned = FunctionRef {
+            name: rev.function.clone(),
+            rev: Some(rev.row.id.to_string()),
+        };
+        let env = request.env();
+        let done = self.invoke_here(&pinned, request.body, None, &env).await?;
+        match crate::cgi::parse_response(done.output.clone()) {
+            Ok(response) => Ok((done, response)),
+            Err(reason) => Err(Error::InvalidCgiResponse {
+                reason,
+                revision: done.revision,
+            }),
+        }
     }
 
     /// Runs a call on this worker, waiting for a slot here.
@@ -511,6 +544,7 @@ impl Worker {
         target: &FunctionRef,
         input: Bytes,
         cancel: Option<&CancellationToken>,
+        env: &[(String, String)],
     ) -> Result<Invoked> {
         let rev = self.index.resolve(target)?;
         // One deadline for both waits (the function's own limit, then a
@@ -562,6 +596,7 @@ impl Worker {
                 input,
                 cancel,
                 timeout_ms: None,
+                env,
             })
             .await;
         let duration = started.elapsed();
@@ -1089,6 +1124,7 @@ impl Worker {
                 input,
                 cancel: Some(cancel),
                 timeout_ms,
+                env: &[],
             };
             Ok::<_, Error>(runnable.run(call).await)
         }

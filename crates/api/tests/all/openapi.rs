@@ -13,6 +13,11 @@ use super::{Api, Reply};
 /// Every route of `router()`, as the document spells them.
 const ROUTES: &[(&str, &[&str])] = &[
     ("/run/{target}", &["post"]),
+    ("/http/{target}", &["get", "post", "put", "delete", "patch"]),
+    (
+        "/http/{target}/{path}",
+        &["get", "post", "put", "delete", "patch"],
+    ),
     ("/functions", &["get"]),
     ("/functions/{name}", &["put", "get", "delete"]),
     ("/functions/{name}/default", &["put"]),
@@ -50,7 +55,8 @@ fn router_paths() -> BTreeSet<String> {
         .skip(1)
         .map(|s| {
             let s = s.trim_start().strip_prefix('"').expect("a literal path");
-            s[..s.find('"').unwrap()].to_owned()
+            // The document spells the router's catch-all `{*path}` `{path}`.
+            s[..s.find('"').unwrap()].replace("{*path}", "{path}")
         })
         .collect()
 }

@@ -199,7 +199,7 @@ async fn answer(nats: Nats, worker: Arc<Worker>, msg: async_nats::Message) {
             if let Some(rev) = t.rev.as_deref().and_then(RevisionId::from_hex) {
                 worker.await_revision(&t.name, &rev).await;
             }
-            worker.invoke_here(&t, msg.payload, None).await
+            worker.invoke_here(&t, msg.payload, None, &[]).await
         }
         Err(e) => Err(Error::from(e)),
     };
