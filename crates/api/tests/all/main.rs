@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod auth;
+mod cgi;
 mod conn;
 mod hostile;
 mod metrics;
@@ -107,7 +108,11 @@ impl Api {
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let req = req.body(body.into()).unwrap();
+        self.request(req.body(body.into()).unwrap()).await
+    }
+
+    /// Sends a request built by the caller (for headers of its own).
+    async fn request(&self, req: Request<Body>) -> Reply {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
