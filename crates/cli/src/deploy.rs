@@ -16,7 +16,7 @@ pub(crate) struct Args {
     /// The module (.wasm or .wat); for `--executor builtin`, the builtin's
     /// name (echo, sha256, wordcount).
     file: String,
-    /// The executor: wasm or builtin.
+    /// The executor: wasm, cgi (an HTTP function served at /http/NAME) or builtin.
     #[arg(long, default_value = "wasm")]
     executor: String,
     /// Timeout per call, e.g. 500ms, 2s [server default: 10s].
