@@ -253,7 +253,9 @@ pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
     match (method, route) {
         ("GET", "/status") | ("GET", "/openapi.json") => None,
         ("POST", "/run/{target}") => Some(Scope::Invoke),
-        (_, "/http/{target}") | (_, "/http/{target}/{*path}") => Some(Scope::Invoke),
+        (_, "/http/{target}") | (_, "/http/{target}/") | (_, "/http/{target}/{*path}") => {
+            Some(Scope::Invoke)
+        }
         ("GET", "/functions") | ("GET", "/functions/{name}") | ("GET", "/workers") => {
             Some(Scope::Invoke)
         }

@@ -46,6 +46,7 @@ fn limits(req: &Request) -> Result<(), ApiError> {
 const ROUTES: &[&str] = &[
     "/run/{target}",
     "/http/{target}",
+    "/http/{target}/",
     "/http/{target}/{*path}",
     "/functions",
     "/functions/{name}",

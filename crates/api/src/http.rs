@@ -28,7 +28,7 @@ const FRAMING: [&str; 4] = [
     method(get, post, put, delete, patch),
     path = "/http/{target}",
     operation_id = "http_root",
-    summary = "Serve an HTTP request with a cgi function (path /)",
+    summary = "Serve an HTTP request with a cgi function (PATH_INFO empty; `/` with a trailing slash)",
     tag = "run",
     params(("target" = FunctionRef, Path,
         description = "A function deployed with `executor=cgi`: `name` or `name@rev`.")),
@@ -62,7 +62,19 @@ pub(crate) async fn root(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(target) = target?;
-    serve(state, target, String::new(), method, uri, headers, body).await
+    // Also `/http/{target}/` (the catch-all needs a non-empty rest): its
+    // trailing-slash form, `PATH_INFO` `/`.
+    let path_info = if uri.path().ends_with('/') { "/" } else { "" };
+    serve(
+        state,
+        target,
+        path_info.to_owned(),
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Serves the request with the function, the rest of the path as

@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/run/{target}", post(run::run))
         .route("/http/{target}", any(http::root))
+        .route("/http/{target}/", any(http::root))
         .route("/http/{target}/{*path}", any(http::path))
         .route("/functions", get(functions::list))
         .route(

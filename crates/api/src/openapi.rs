@@ -241,8 +241,18 @@ impl Modify for Common {
                 (Method::DELETE, &mut item.delete),
                 (Method::PATCH, &mut item.patch),
             ];
+            let shared_id = ops
+                .iter()
+                .filter_map(|(_, op)| op.as_ref()?.operation_id.clone())
+                .collect::<Vec<_>>();
+            let shared_id = shared_id.len() > 1 && shared_id.windows(2).all(|w| w[0] == w[1]);
             for (method, op) in ops {
                 if let Some(op) = op {
+                    // One handler for several methods (`/http`): an
+                    // operation id per method, as OpenAPI wants them unique.
+                    if shared_id && let Some(id) = &mut op.operation_id {
+                        *id = format!("{id}_{}", method.as_str().to_ascii_lowercase());
+                    }
                     // The router spells a catch-all `{*path}`.
                     let route = path.replace("{path}", "{*path}");
                     add_shared(op, path, crate::auth::required(&method, Some(&route)));

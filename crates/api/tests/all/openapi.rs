@@ -55,8 +55,13 @@ fn router_paths() -> BTreeSet<String> {
         .skip(1)
         .map(|s| {
             let s = s.trim_start().strip_prefix('"').expect("a literal path");
-            // The document spells the router's catch-all `{*path}` `{path}`.
-            s[..s.find('"').unwrap()].replace("{*path}", "{path}")
+            // The document spells the router's catch-all `{*path}` `{path}`,
+            // and documents `/x/` (the same handler) as `/x`.
+            let path = s[..s.find('"').unwrap()].replace("{*path}", "{path}");
+            match path.strip_suffix('/') {
+                Some(p) if !p.is_empty() => p.to_owned(),
+                _ => path,
+            }
         })
         .collect()
 }
