@@ -25,8 +25,9 @@
 # schema: that deployed bytes are a WASI command module or a builtin's
 # name, that durations and sizes parse (`2s`, `64MiB`) and stay under the
 # worker's ceilings, that a task's function exists with an attempt timeout
-# under the ceiling. For deploy and task submission 400 is also expected;
-# the check stays as it is for every other operation.
+# under the ceiling, that a function served at /http is a cgi function.
+# For deploy, task submission and /http 400 is also expected; the check
+# stays as it is for every other operation.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
