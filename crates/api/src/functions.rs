@@ -27,9 +27,10 @@ fn invalid_manifest(message: String) -> ApiError {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub(crate) struct DeployQuery {
-    /// The executor: `wasm` (the default) runs a WebAssembly module;
-    /// `builtin` a native function named by the body.
-    #[param(value_type = Option<String>, pattern = "^(wasm|builtin)$", example = "builtin")]
+    /// The executor: `wasm` (the default) runs a WebAssembly module; `cgi`
+    /// one that serves HTTP at `/http/{name}` (CGI); `builtin` a native
+    /// function named by the body.
+    #[param(value_type = Option<String>, pattern = "^(wasm|cgi|builtin)$", example = "builtin")]
     executor: Option<String>,
     /// How input and output reach the code; only `stdio`.
     io: Option<colony_core::IoRuntime>,
@@ -53,6 +54,11 @@ pub(crate) struct DeployQuery {
     /// An argument after `argv[0]`; repeatable.
     #[param(style = Form, explode, max_items = 256)]
     arg: Option<Vec<String>>,
+    /// A host directory the guest sees, `HOST:GUEST` (read-write) or
+    /// `HOST:GUEST:ro`; the host path must lie under one of the worker's
+    /// `allowed_dirs`; repeatable.
+    #[param(style = Form, explode, max_items = 16, example = json!(["/srv/data:/data:ro"]))]
+    dir: Option<Vec<String>>,
     /// Task attempts (default 3).
     #[param(minimum = 1, maximum = 100)]
     max_attempts: Option<u32>,
@@ -95,7 +101,8 @@ impl utoipa::ToSchema for EnvVar {}
 
 /// Builds a manifest from deploy query parameters:
 /// `executor`, `io`, `timeout` (`2s`) or `timeout_ms`, `memory` (`64MiB`),
-/// `output` (`8MiB`), `env=K=V` and `arg=A` (repeatable), the task retry
+/// `output` (`8MiB`), `env=K=V`, `arg=A` and `dir=HOST:GUEST[:ro]`
+/// (repeatable), the task retry
 /// policy (`max_attempts`, `retry_on=timeout,trap`, `backoff`,
 /// `max_backoff`), `concurrency` (per-function limit), and `default`.
 /// Returns the manifest and whether to make the revision the default.
@@ -132,6 +139,9 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
                 m.env.insert(k.to_owned(), v.to_owned());
             }
             "arg" => m.args.push(value.into_owned()),
+            "dir" => m
+                .dirs
+                .push(colony_core::DirMount::parse(&value).map_err(bad)?),
             "max_attempts" => {
                 m.retry.max_attempts = value
                     .parse()
@@ -170,7 +180,7 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             }
             _ => {
                 return Err(invalid_manifest(format!(
-                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, \
+                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, dir, \
                      max_attempts, retry_on, backoff, max_backoff, concurrency, default"
                 )));
             }
@@ -392,7 +402,7 @@ mod tests {
     fn query() -> impl Strategy<Value = String> {
         let key = prop_oneof![
             4 => prop::sample::select(vec![
-                "executor", "io", "timeout", "timeout_ms", "memory", "output", "env", "arg",
+                "executor", "io", "timeout", "timeout_ms", "memory", "output", "env", "arg", "dir",
                 "max_attempts", "retry_on", "backoff", "max_backoff", "concurrency", "default",
             ])
             .prop_map(str::to_owned),

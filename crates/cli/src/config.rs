@@ -43,6 +43,9 @@ pub(crate) struct RawConfig {
     pub(crate) max_functions: Option<usize>,
     pub(crate) max_inflight_per_token: Option<usize>,
     pub(crate) log_format: Option<String>,
+    /// Host directories manifests may mount (file and flags add up).
+    #[serde(default)]
+    pub(crate) allowed_dirs: Vec<PathBuf>,
     pub(crate) nats: Option<String>,
     pub(crate) nats_replicas: Option<usize>,
     pub(crate) role: Option<String>,
@@ -101,6 +104,7 @@ impl RawConfig {
             max_functions: over.max_functions.or(self.max_functions),
             max_inflight_per_token: over.max_inflight_per_token.or(self.max_inflight_per_token),
             log_format: over.log_format.or(self.log_format),
+            allowed_dirs: [self.allowed_dirs, over.allowed_dirs].concat(),
             nats: over.nats.or(self.nats),
             nats_replicas: over.nats_replicas.or(self.nats_replicas),
             role: over.role.or(self.role),
@@ -170,6 +174,12 @@ impl RawConfig {
             w.tasks.result_inline_max =
                 usize::try_from(s).context("result_inline_max is too large")?;
         }
+        for d in &self.allowed_dirs {
+            if !d.is_dir() {
+                bail!("allowed_dirs: {} is not a directory", d.display());
+            }
+        }
+        w.allowed_dirs = self.allowed_dirs;
         let cluster_only = [
             ("nats_replicas", self.nats_replicas.is_some()),
             ("role", self.role.is_some()),

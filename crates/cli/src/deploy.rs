@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// An argument for the guest, after argv[0] (repeatable).
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     args: Vec<String>,
+    /// A host directory the guest sees, HOST:GUEST or HOST:GUEST:ro
+    /// (repeatable; the worker must allow it: serve --allow-dir).
+    #[arg(long = "dir", value_name = "HOST:GUEST[:ro]")]
+    dirs: Vec<String>,
     /// Deploy without making the revision the default.
     #[arg(long)]
     no_default: bool,
@@ -85,6 +89,7 @@ impl Args {
             output: self.output,
             env: self.env,
             args: self.args,
+            dirs: self.dirs,
             make_default: self.no_default.then_some(false),
             max_attempts: self.max_attempts,
             retry_on,

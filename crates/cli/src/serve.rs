@@ -93,6 +93,15 @@ pub(crate) struct Args {
     /// Log lines as text or json [default: text].
     #[arg(long, env = "COLONY_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
+    /// A host directory (with what is under it) that manifests may mount
+    /// for their guests; repeatable or comma-separated [default: none].
+    #[arg(
+        long = "allow-dir",
+        env = "COLONY_ALLOW_DIRS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    allow_dir: Vec<PathBuf>,
     /// Join a cluster over NATS JetStream at this URL (nats-server 2.11+
     /// with -js) instead of the embedded store [default: none].
     #[arg(long, env = "COLONY_NATS", value_name = "URL")]
@@ -137,6 +146,7 @@ impl Args {
             max_functions: self.max_functions,
             max_inflight_per_token: self.max_inflight_per_token,
             log_format: self.log_format,
+            allowed_dirs: self.allow_dir,
             nats: self.nats,
             nats_replicas: self.nats_replicas,
             role: self.role,

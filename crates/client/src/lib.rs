@@ -120,6 +120,8 @@ pub struct DeployOptions {
     pub env: Vec<String>,
     /// Arguments after `argv[0]`.
     pub args: Vec<String>,
+    /// Host directories for the guest, `HOST:GUEST[:ro]`.
+    pub dirs: Vec<String>,
     /// Whether the new revision becomes the default (server default: yes).
     pub make_default: Option<bool>,
     /// Attempts per task (the retry policy).
@@ -153,6 +155,7 @@ impl DeployOptions {
         }
         q.extend(self.env.iter().map(|e| ("env", e.clone())));
         q.extend(self.args.iter().map(|a| ("arg", a.clone())));
+        q.extend(self.dirs.iter().map(|d| ("dir", d.clone())));
         if let Some(d) = self.make_default {
             q.push(("default", d.to_string()));
         }

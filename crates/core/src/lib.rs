@@ -33,7 +33,7 @@ pub mod wire;
 
 pub use code::ErrorCode;
 pub use failure::Failure;
-pub use manifest::{IoRuntime, Limits, Manifest, ManifestError};
+pub use manifest::{DirMount, IoRuntime, Limits, Manifest, ManifestError};
 pub use name::{FunctionName, FunctionRef, NameError};
 pub use revision::RevisionId;
 pub use task::{RetryOn, RetryPolicy, TaskError, TaskEvent, TaskId, TaskState};

@@ -17,6 +17,44 @@ pub const DEFAULT_OUTPUT_BYTES: u64 = 8 << 20;
 pub const MAX_ENV_VARS: usize = 256;
 /// Most arguments a manifest may pass.
 pub const MAX_ARGS: usize = 256;
+/// Most directories a manifest may mount.
+pub const MAX_DIRS: usize = 16;
+
+/// A host directory a function sees (a WASI preopen). The worker allows
+/// only host paths under its operator's `allowed_dirs`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DirMount {
+    /// The directory on the worker's host (absolute).
+    pub host: String,
+    /// Where the guest sees it, e.g. `/data`.
+    pub guest: String,
+    /// The guest may only read.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl DirMount {
+    /// Parses `HOST:GUEST[:ro|:rw]` (read-write without a suffix).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (rest, read_only) = if let Some(r) = s.strip_suffix(":ro") {
+            (r, true)
+        } else if let Some(r) = s.strip_suffix(":rw") {
+            (r, false)
+        } else {
+            (s, false)
+        };
+        let (host, guest) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not HOST:GUEST[:ro]"))?;
+        Ok(Self {
+            host: host.to_owned(),
+            guest: guest.to_owned(),
+            read_only,
+        })
+    }
+}
 /// Largest total size of environment and arguments, in bytes.
 pub const MAX_ENV_ARGS_BYTES: usize = 64 << 10;
 
@@ -85,6 +123,10 @@ pub struct Manifest {
     /// calls and tasks together; 0 for no limit but the worker's.
     #[serde(skip_serializing_if = "is_default")]
     pub concurrency: u32,
+    /// Host directories the guest sees (left out of the canonical JSON
+    /// when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirMount>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -101,6 +143,7 @@ impl Default for Manifest {
             args: Vec::new(),
             retry: RetryPolicy::default(),
             concurrency: 0,
+            dirs: Vec::new(),
         }
     }
 }
@@ -176,6 +219,38 @@ impl Manifest {
                 "env",
                 format!("{} variables; the limit is {MAX_ENV_VARS}", self.env.len()),
             ));
+        }
+        if self.dirs.len() > MAX_DIRS {
+            return Err(invalid(
+                "dirs",
+                format!("{} directories; the limit is {MAX_DIRS}", self.dirs.len()),
+            ));
+        }
+        for (i, d) in self.dirs.iter().enumerate() {
+            if !d.host.starts_with('/') || d.host.contains('\0') {
+                return Err(invalid(
+                    "dirs",
+                    format!("host {:?} is not an absolute path", d.host),
+                ));
+            }
+            let guest_ok = d.guest.starts_with('/')
+                && !d.guest.contains('\0')
+                && d.guest.split('/').all(|c| c != ".." && c != ".");
+            if !guest_ok {
+                return Err(invalid(
+                    "dirs",
+                    format!(
+                        "guest {:?} is not an absolute path without . or ..",
+                        d.guest
+                    ),
+                ));
+            }
+            if self.dirs[..i].iter().any(|o| o.guest == d.guest) {
+                return Err(invalid(
+                    "dirs",
+                    format!("guest {:?} is mounted twice", d.guest),
+                ));
+            }
         }
         if self.args.len() > MAX_ARGS {
             return Err(invalid(

@@ -38,5 +38,5 @@ mod stdio;
 pub use config::{DEFAULT_EPOCH_TICK, DEFAULT_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, EngineConfig};
 pub use engine::{Engine, EngineStats};
 pub use error::{Error, Result};
-pub use program::{Invocation, Output, Program};
+pub use program::{Invocation, Output, Preopen, Program};
 pub use tokio_util::sync::CancellationToken;

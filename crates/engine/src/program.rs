@@ -50,6 +50,21 @@ pub struct Invocation<'a> {
     pub limits: Limits,
     /// Cancels the invocation: the guest is interrupted at the next epoch.
     pub cancel: Option<&'a CancellationToken>,
+    /// Host directories the guest sees; nothing else of the host's
+    /// filesystem is reachable (WASI resolves paths under a preopen and
+    /// refuses `..` out of it and symlinks leading out).
+    pub dirs: &'a [Preopen],
+}
+
+/// A host directory made visible to a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: std::path::PathBuf,
+    /// Its path in the guest.
+    pub guest: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
 }
 
 /// What a successful invocation produced.
@@ -108,13 +123,26 @@ impl Program {
         let limits = inv.limits;
         let stdout = CappedOutput::new(usize::try_from(limits.output_bytes).unwrap_or(usize::MAX));
         let stderr = Tail::new(STDERR_TAIL_BYTES);
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .stdin(MemoryInputPipe::new(inv.stdin))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .args(inv.argv)
-            .envs(inv.env)
-            .build_p1();
+            .envs(inv.env);
+        for d in inv.dirs {
+            let perms = if d.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&d.host, &d.guest, perms)
+                .map_err(|e| Failure::Internal {
+                    message: format!("cannot open {} for the guest: {e}", d.host.display()),
+                })?;
+        }
+        let wasi = builder.build_p1();
         let deadline = Instant::now() + limits.timeout();
         let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let host = Host {

@@ -47,6 +47,9 @@ pub struct WorkerConfig {
     pub max_functions: usize,
     /// Join a cluster over NATS JetStream instead of the embedded store.
     pub cluster: Option<crate::ClusterConfig>,
+    /// Host directories (and what is under them) that manifests may mount
+    /// for their guests; none by default.
+    pub allowed_dirs: Vec<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -67,6 +70,7 @@ impl WorkerConfig {
             tasks: crate::TaskConfig::default(),
             max_functions: DEFAULT_MAX_FUNCTIONS,
             cluster: None,
+            allowed_dirs: Vec::new(),
         }
     }
 

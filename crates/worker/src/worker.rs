@@ -212,10 +212,11 @@ impl Worker {
         })
         .map_err(Error::internal)?;
         let mut executors = ExecutorRegistry::new();
-        executors.register("wasm", Arc::new(WasmExecutor::new(engine.clone())));
+        let wasm = WasmExecutor::new(engine.clone()).with_allowed_dirs(&config.allowed_dirs);
+        executors.register("wasm", Arc::new(wasm.clone()));
         executors.register("builtin", Arc::new(BuiltinExecutor::default()));
         // WASI command modules whose stdout is a CGI response (`/http`).
-        executors.register("cgi", Arc::new(WasmExecutor::new(engine.clone())));
+        executors.register("cgi", Arc::new(wasm));
         extend(&mut executors, &engine);
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let id = worker_id();
@@ -650,6 +651,16 @@ impl Worker {
                 "output limit of {} bytes exceeds this worker's ceiling of {} bytes",
                 m.limits.output_bytes, c.max_output_bytes
             )));
+        }
+        if !m.dirs.is_empty() {
+            if m.executor == "builtin" {
+                return Err(Error::InvalidManifest(
+                    "dirs: builtin functions see no directories".into(),
+                ));
+            }
+            let allowed = crate::wasm::canonical_dirs(&c.allowed_dirs);
+            crate::wasm::preopens(&allowed, m)
+                .map_err(|e| Error::InvalidManifest(format!("dirs: {e}")))?;
         }
         if self.executors.get(&m.executor).is_none() {
             return Err(Error::InvalidManifest(format!(

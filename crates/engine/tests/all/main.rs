@@ -23,6 +23,7 @@ async fn run(p: &Program, stdin: &[u8], limits: Limits) -> Result<Output, Failur
         env: &[],
         limits,
         cancel: None,
+        dirs: &[],
     })
     .await
 }
@@ -54,6 +55,7 @@ async fn args_and_env_come_from_the_invocation_only() {
             env: &env,
             limits: Limits::default(),
             cancel: None,
+            dirs: &[],
         })
         .await
         .unwrap();
@@ -125,6 +127,7 @@ async fn cancel_interrupts_a_running_guest() {
             env: &[],
             limits: Limits::default(),
             cancel: Some(&token),
+            dirs: &[],
         })
         .await
         .unwrap_err();
