@@ -17,6 +17,7 @@ use tower::ServiceExt;
 mod auth;
 mod cgi;
 mod conn;
+mod dirs;
 mod hostile;
 mod metrics;
 mod openapi;
