@@ -40,12 +40,56 @@ pub(crate) fn canonical_dirs(dirs: &[std::path::PathBuf]) -> Vec<std::path::Path
         .collect()
 }
 
+/// A mount as a path below an allowed directory, opened afresh for every
+/// call one component at a time without following symlinks: if anything
+/// replaced a directory on the way with a symlink after deploy, the call
+/// fails instead of following it out of the allowed directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Mount {
+    root: std::path::PathBuf,
+    below: Vec<std::ffi::OsString>,
+    guest: String,
+    read_only: bool,
+}
+
+impl Mount {
+    /// The directory, open, and the preopen that names it through
+    /// `/proc/self/fd` (so WASI opens exactly that directory).
+    fn open(&self) -> std::io::Result<(std::os::fd::OwnedFd, Preopen)> {
+        use rustix::fs::{Mode, OFlags};
+        use std::os::fd::AsRawFd;
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let mut dir = rustix::fs::open(&self.root, flags, Mode::empty())?;
+        for name in &self.below {
+            dir = rustix::fs::openat(
+                &dir,
+                name.as_os_str(),
+                flags | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )?;
+        }
+        let host = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        Ok((
+            dir,
+            Preopen {
+                host,
+                guest: self.guest.clone(),
+                read_only: self.read_only,
+            },
+        ))
+    }
+
+    fn host(&self) -> std::path::PathBuf {
+        self.below.iter().fold(self.root.clone(), |p, c| p.join(c))
+    }
+}
+
 /// A manifest's mounts, each checked against `allowed` (canonical paths):
 /// the host directory must exist and lie under one of them.
 pub(crate) fn preopens(
     allowed: &[std::path::PathBuf],
     manifest: &Manifest,
-) -> Result<Vec<Preopen>, String> {
+) -> Result<Vec<Mount>, String> {
     manifest
         .dirs
         .iter()
@@ -56,7 +100,11 @@ pub(crate) fn preopens(
             if !host.is_dir() {
                 return Err(refuse("is not a directory".into()));
             }
-            if !allowed.iter().any(|a| host.starts_with(a)) {
+            let Some(root) = allowed
+                .iter()
+                .filter(|a| host.starts_with(a))
+                .max_by_key(|a| a.as_os_str().len())
+            else {
                 return Err(refuse(if allowed.is_empty() {
                     "this worker allows no directories (serve --allow-dir)".into()
                 } else {
@@ -69,9 +117,16 @@ pub(crate) fn preopens(
                             .join(", ")
                     )
                 }));
-            }
-            Ok(Preopen {
-                host,
+            };
+            let below = host
+                .strip_prefix(root)
+                .expect("under root")
+                .components()
+                .map(|c| c.as_os_str().to_owned())
+                .collect();
+            Ok(Mount {
+                root: root.clone(),
+                below,
                 guest: d.guest.clone(),
                 read_only: d.read_only,
             })
@@ -118,7 +173,7 @@ struct WasmRunnable {
     argv: Vec<String>,
     env: Vec<(String, String)>,
     limits: Limits,
-    dirs: Vec<Preopen>,
+    dirs: Vec<Mount>,
 }
 
 #[async_trait::async_trait]
@@ -138,6 +193,19 @@ impl Runnable for WasmRunnable {
                 .collect::<Vec<_>>();
             &merged
         };
+        // Opened for this call; held until it ends.
+        let mut held = Vec::with_capacity(self.dirs.len());
+        let mut dirs = Vec::with_capacity(self.dirs.len());
+        for m in &self.dirs {
+            let (fd, preopen) = m.open().map_err(|e| Failure::Internal {
+                message: format!(
+                    "cannot open {} for the guest (was it replaced after deploy?): {e}",
+                    m.host().display()
+                ),
+            })?;
+            held.push(fd);
+            dirs.push(preopen);
+        }
         let out = self
             .program
             .run(Invocation {
@@ -149,7 +217,7 @@ impl Runnable for WasmRunnable {
                     ..self.limits
                 },
                 cancel: call.cancel,
-                dirs: &self.dirs,
+                dirs: &dirs,
             })
             .await?;
         Ok(out.stdout)
