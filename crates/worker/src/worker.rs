@@ -478,39 +478,49 @@ impl Worker {
         input: Bytes,
         cancel: Option<&CancellationToken>,
     ) -> Result<Invoked> {
-        if let Some(c) = &self.cluster {
-            let gateway = c.nats.config.role == WorkerRole::Gateway;
-            let busy = self.scheduler.running() >= self.scheduler.concurrency()
-                || self.scheduler.queued() > 0;
-            if (gateway || busy) && input.len() <= forward::max_forward(&c.nats) {
-                let rev = self.index.resolve(target)?;
-                let pinned = FunctionRef {
-                    name: rev.function.clone(),
-                    rev: Some(rev.row.id.to_string()),
-                };
-                let timeout = rev.row.manifest.limits.timeout()
-                    + self.config.max_queue_wait
-                    + Duration::from_secs(1);
-                match forward::call(&c.nats, &pinned, input.clone(), timeout).await {
-                    Ok(Some(done)) => return Ok(done),
-                    // No other worker listens: run it here (a gateway
-                    // cannot).
-                    Ok(None) if !gateway => {}
-                    Ok(None) => {
-                        return Err(Error::Overloaded {
-                            retry_after: Duration::from_secs(1),
-                        });
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+        if let Some(done) = self.forwarded(target, &input, &[]).await? {
+            return Ok(done);
         }
         self.invoke_here(target, input, cancel, &[]).await
     }
 
+    /// In a cluster, runs a call on another worker when this one has no
+    /// free slot (or is a gateway): `Ok(None)` to run it here.
+    async fn forwarded(
+        &self,
+        target: &FunctionRef,
+        input: &Bytes,
+        env: &[(String, String)],
+    ) -> Result<Option<Invoked>> {
+        let Some(c) = &self.cluster else {
+            return Ok(None);
+        };
+        let gateway = c.nats.config.role == WorkerRole::Gateway;
+        let busy =
+            self.scheduler.running() >= self.scheduler.concurrency() || self.scheduler.queued() > 0;
+        if !(gateway || busy) || input.len() > forward::max_forward(&c.nats) {
+            return Ok(None);
+        }
+        let rev = self.index.resolve(target)?;
+        let pinned = FunctionRef {
+            name: rev.function.clone(),
+            rev: Some(rev.row.id.to_string()),
+        };
+        let timeout =
+            rev.row.manifest.limits.timeout() + self.config.max_queue_wait + Duration::from_secs(1);
+        match forward::call(&c.nats, &pinned, input.clone(), env, timeout).await? {
+            Some(done) => Ok(Some(done)),
+            // No other worker listens: run it here (a gateway cannot).
+            None if !gateway => Ok(None),
+            None => Err(Error::Overloaded {
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
     /// Serves an HTTP request with a `cgi` function: the request as CGI
     /// meta-variables and stdin, its stdout parsed as a CGI response.
-    /// (In a cluster it runs where it arrived.)
+    /// In a cluster it goes to another worker like any call.
     pub async fn invoke_http(
         &self,
         target: &FunctionRef,
@@ -529,7 +539,10 @@ impl Worker {
             rev: Some(rev.row.id.to_string()),
         };
         let env = request.env();
-        let done = self.invoke_here(&pinned, request.body, None, &env).await?;
+        let done = match self.forwarded(&pinned, &request.body, &env).await? {
+            Some(done) => done,
+            None => self.invoke_here(&pinned, request.body, None, &env).await?,
+        };
         match crate::cgi::parse_response(done.output.clone()) {
             Ok(response) => Ok((done, response)),
             Err(reason) => Err(Error::InvalidCgiResponse {

@@ -1256,16 +1256,52 @@ fn serve_refuses_a_nats_older_than_2_11() {
 /// client takes a draining worker's 503 as a status too); `None` when
 /// the worker does not answer.
 async fn status_code(url: &str) -> Option<u16> {
+    Some(raw_get(url, "/status").await?.0)
+}
+
+/// `GET path` on `url` read off the wire: the status and the whole answer
+/// (head and body) as text; `None` when the worker does not answer.
+async fn raw_get(url: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let addr = host_port(url);
     let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.ok()?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer).await.ok()?;
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
-    head.split_whitespace().nth(1)?.parse().ok()
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// An HTTP (cgi) function called at a gateway runs on a worker, with the
+/// request's CGI variables carried along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_forwards_http_functions_with_their_request() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let gateway = worker(&nats, &["--role", "gateway"]);
+    let runner = worker(&nats, &[]);
+    let (cg, cr) = (client(&gateway), client(&runner));
+    let opts = DeployOptions {
+        executor: Some("cgi".into()),
+        ..Default::default()
+    };
+    cr.deploy("hello", guests::c_guest("cgi-hello"), &opts)
+        .await
+        .unwrap();
+    known_everywhere(&[&gateway, &runner], "hello").await;
+    let before = cr.status().await.unwrap().invocations.succeeded;
+    let (status, text) = raw_get(&gateway.url, "/http/hello/?who=ada").await.unwrap();
+    eprintln!("GET /http/hello/?who=ada at the gateway: {text}");
+    assert_eq!(status, 200, "{text}");
+    for expected in ["GET", "who=ada", "/http/hello"] {
+        assert!(text.contains(expected), "{expected} missing: {text}");
+    }
+    let after = cr.status().await.unwrap().invocations.succeeded;
+    assert_eq!(after, before + 1, "the runner ran it");
+    assert_eq!(cg.status().await.unwrap().invocations.succeeded, 0);
 }
 
 /// A worker started with an ack wait, heartbeat or task TTL other than

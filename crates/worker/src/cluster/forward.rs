@@ -21,6 +21,8 @@ const TARGET: &str = "Colony-Target";
 const REVISION: &str = "Colony-Revision";
 const DURATION_US: &str = "Colony-Duration-Us";
 const ERROR: &str = "Colony-Error";
+/// The call's own environment (a CGI request's), JSON.
+const ENV: &str = "Colony-Env";
 /// The output was too large for a reply: it is this object of the data
 /// store, for the caller to read and delete.
 const OUTPUT_OBJECT: &str = "Colony-Output-Object";
@@ -57,10 +59,11 @@ pub(crate) async fn call(
     nats: &Nats,
     target: &FunctionRef,
     input: Bytes,
+    env: &[(String, String)],
     timeout: Duration,
 ) -> Result<Option<Invoked>> {
     for _ in 0..3 {
-        match call_once(nats, target, input.clone(), timeout).await {
+        match call_once(nats, target, input.clone(), env, timeout).await {
             Err(Error::Draining) => continue,
             other => return other,
         }
@@ -72,10 +75,15 @@ async fn call_once(
     nats: &Nats,
     target: &FunctionRef,
     input: Bytes,
+    env: &[(String, String)],
     timeout: Duration,
 ) -> Result<Option<Invoked>> {
     let mut headers = HeaderMap::new();
     headers.insert(TARGET, target.to_string().as_str());
+    if !env.is_empty() {
+        let json = serde_json::to_string(env).map_err(Error::internal)?;
+        headers.insert(ENV, json.as_str());
+    }
     let subject = format!("{RUN_PREFIX}{}", target.name);
     let request = async_nats::Request::new()
         .headers(headers)
@@ -199,7 +207,13 @@ async fn answer(nats: Nats, worker: Arc<Worker>, msg: async_nats::Message) {
             if let Some(rev) = t.rev.as_deref().and_then(RevisionId::from_hex) {
                 worker.await_revision(&t.name, &rev).await;
             }
-            worker.invoke_here(&t, msg.payload, None, &[]).await
+            let env: Vec<(String, String)> = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(ENV))
+                .and_then(|v| serde_json::from_str(v.as_str()).ok())
+                .unwrap_or_default();
+            worker.invoke_here(&t, msg.payload, None, &env).await
         }
         Err(e) => Err(Error::from(e)),
     };
