@@ -15,12 +15,18 @@ use crate::error::ApiError;
 use crate::openapi::RawBytes;
 use crate::{AppState, HEADER_DURATION_US, HEADER_REVISION};
 
-/// Response headers a guest may not set: the server owns the framing.
-const FRAMING: [&str; 4] = [
+/// Response headers a guest may not set: the server owns the framing and
+/// the connection (hop-by-hop headers).
+const FRAMING: [&str; 9] = [
     "content-length",
     "transfer-encoding",
     "connection",
     "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "proxy-authenticate",
 ];
 
 /// Serves the request with the function at the route's root.
@@ -141,6 +147,11 @@ async fn serve(
     body: Body,
 ) -> Result<Response, ApiError> {
     let function = FunctionRef::parse(&target)?;
+    if path_info.contains('\0') {
+        return Err(ApiError::bad_request(
+            "the path has a NUL byte, which a CGI variable cannot carry",
+        ));
+    }
     let body = crate::body::read(&headers, body, state.max_body_bytes).await?;
     let host = headers
         .get(axum::http::header::HOST)
@@ -167,12 +178,28 @@ async fn serve(
     };
     let (done, cgi) = state.worker.invoke_http(&function, request).await?;
     let status = StatusCode::from_u16(cgi.status).unwrap_or(StatusCode::OK);
-    // No default Content-Type: the guest's own, or none.
-    let mut resp = Response::new(Body::from(cgi.body));
+    // No default Content-Type: the guest's own, or none. 204 and 304
+    // have no body.
+    let body = match status {
+        StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED => Body::empty(),
+        _ => Body::from(cgi.body),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
+    // Headers the guest's `Connection` names are hop-by-hop too.
+    let named: Vec<String> = cgi
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
     for (name, value) in &cgi.headers {
-        if FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        if FRAMING.contains(&lower.as_str())
+            || named.contains(&lower)
+            || lower.starts_with("colony-")
+        {
             continue;
         }
         if let (Ok(n), Ok(v)) = (

@@ -233,14 +233,18 @@ impl Manifest {
                     format!("host {:?} is not an absolute path", d.host),
                 ));
             }
-            let guest_ok = d.guest.starts_with('/')
-                && !d.guest.contains('\0')
-                && d.guest.split('/').all(|c| c != ".." && c != ".");
+            let guest_ok = d.guest == "/"
+                || d.guest.starts_with('/')
+                    && !d.guest.ends_with('/')
+                    && !d.guest.contains('\0')
+                    && d.guest[1..]
+                        .split('/')
+                        .all(|c| !c.is_empty() && c != ".." && c != ".");
             if !guest_ok {
                 return Err(invalid(
                     "dirs",
                     format!(
-                        "guest {:?} is not an absolute path without . or ..",
+                        "guest {:?} is not an absolute path like /data (no ., .., // or trailing /)",
                         d.guest
                     ),
                 ));

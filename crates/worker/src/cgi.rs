@@ -17,6 +17,18 @@ const WITHHELD: [&str; 4] = [
 
 /// Most header lines a CGI response may have.
 const MAX_HEADERS: usize = 100;
+/// Largest header block of a CGI response (as for requests).
+const MAX_HEADER_BYTES: usize = 32 << 10;
+
+/// A piece of the guest's output quoted in an error, cut short.
+fn quote(s: &str) -> String {
+    let cut: String = s.chars().take(80).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
 
 /// One HTTP request, as a CGI guest sees it.
 #[derive(Debug, Clone, Default)]
@@ -76,14 +88,17 @@ impl CgiRequest {
         ];
         for (k, v) in &self.headers {
             let lower = k.to_ascii_lowercase();
-            if WITHHELD.contains(&lower.as_str()) {
+            // `X_A` would pass for `X-A` (and `Content_Type` for a CGI
+            // variable); `Proxy` would become HTTP_PROXY ("httpoxy").
+            if WITHHELD.contains(&lower.as_str()) || lower.contains('_') || lower == "proxy" {
                 continue;
             }
             let name = format!("HTTP_{}", lower.to_ascii_uppercase().replace('-', "_"));
+            let sep = if lower == "cookie" { "; " } else { ", " };
             // A repeated header: joined, as CGI has one variable per name.
             match env.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, existing)) => {
-                    existing.push_str(", ");
+                    existing.push_str(sep);
                     existing.push_str(v);
                 }
                 None => env.push((name, v.clone())),
@@ -120,6 +135,12 @@ pub fn parse_response(out: Bytes) -> Result<CgiResponse, String> {
         };
         let mut line = &out[at..at + end];
         at += end + 1;
+        if at > MAX_HEADER_BYTES {
+            return Err(format!(
+                "the header block is over {} KiB",
+                MAX_HEADER_BYTES >> 10
+            ));
+        }
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
         }
@@ -132,11 +153,11 @@ pub fn parse_response(out: Bytes) -> Result<CgiResponse, String> {
         let line =
             std::str::from_utf8(line).map_err(|_| "a header line is not UTF-8".to_owned())?;
         let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("header line {line:?} has no colon"));
+            return Err(format!("header line {} has no colon", quote(line)));
         };
         let (name, value) = (name.trim(), value.trim());
         if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(format!("{name:?} is not a header name"));
+            return Err(format!("{} is not a header name", quote(name)));
         }
         if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
             return Err(format!("header {name} has a control character"));
@@ -146,8 +167,14 @@ pub fn parse_response(out: Bytes) -> Result<CgiResponse, String> {
             let code = Some(digits)
                 .filter(|d| d.len() == 3)
                 .and_then(|d| d.parse::<u16>().ok())
-                .filter(|c| (100..=599).contains(c))
-                .ok_or_else(|| format!("Status {value:?} does not start with a 3-digit code"))?;
+                // 1xx would switch protocols or leave the client waiting.
+                .filter(|c| (200..=599).contains(c))
+                .ok_or_else(|| {
+                    format!(
+                        "Status {} does not start with a code from 200 to 599",
+                        quote(value)
+                    )
+                })?;
             if status.replace(code).is_some() {
                 return Err("more than one Status line".to_owned());
             }
@@ -209,8 +236,12 @@ mod tests {
             ),
             ("Bad Header\n\n", "has no colon"),
             ("X-Only: 1\n\nbody", "no Content-Type, Location or Status"),
-            ("Status: abc\n\n", "3-digit code"),
-            ("Status: 20\n\n", "3-digit code"),
+            ("Status: abc\n\n", "code from 200 to 599"),
+            ("Status: 20\n\n", "code from 200 to 599"),
+            (
+                "Status: 101 Switching Protocols\nUpgrade: websocket\n\n",
+                "code from 200 to 599",
+            ),
             ("Status: 200\nStatus: 201\n\n", "more than one Status"),
             ("Bad Name: x\n\n", "is not a header name"),
         ] {
@@ -231,6 +262,12 @@ mod tests {
                 ("X-Custom".into(), "v".into()),
                 ("x-custom".into(), "w".into()),
                 ("Authorization".into(), "Bearer secret".into()),
+                ("Cookie".into(), "a=1".into()),
+                ("Cookie".into(), "b=2".into()),
+                ("Proxy".into(), "http://evil".into()),
+                ("X_Forwarded_For".into(), "6.6.6.6".into()),
+                ("X-Forwarded-For".into(), "1.1.1.1".into()),
+                ("Content_Type".into(), "evil".into()),
             ],
             server_name: "localhost".into(),
             server_port: "8080".into(),
@@ -244,8 +281,12 @@ mod tests {
         assert_eq!(get("CONTENT_LENGTH"), Some("2"));
         assert_eq!(get("CONTENT_TYPE"), Some("application/json"));
         assert_eq!(get("HTTP_X_CUSTOM"), Some("v, w"));
+        assert_eq!(get("HTTP_COOKIE"), Some("a=1; b=2"));
+        assert!(get("HTTP_PROXY").is_none());
+        assert_eq!(get("HTTP_X_FORWARDED_FOR"), Some("1.1.1.1"));
         assert_eq!(get("GATEWAY_INTERFACE"), Some("CGI/1.1"));
         assert!(get("HTTP_AUTHORIZATION").is_none());
         assert!(get("HTTP_CONTENT_TYPE").is_none());
+        assert_eq!(get("CONTENT_TYPE"), Some("application/json"));
     }
 }

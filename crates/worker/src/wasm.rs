@@ -90,6 +90,27 @@ pub(crate) fn preopens(
     allowed: &[std::path::PathBuf],
     manifest: &Manifest,
 ) -> Result<Vec<Mount>, String> {
+    let mounts = mounts(allowed, manifest)?;
+    // A writable mount overlapping another would reach what a read-only
+    // one shows (read-only mounts may overlap).
+    for (i, a) in mounts.iter().enumerate() {
+        for b in &mounts[..i] {
+            let (ha, hb) = (a.host(), b.host());
+            let overlap = ha.starts_with(&hb) || hb.starts_with(&ha);
+            if overlap && !(a.read_only && b.read_only) {
+                return Err(format!(
+                    "directories {} and {} overlap and one is writable; mount a tree \
+                     read-write once",
+                    hb.display(),
+                    ha.display()
+                ));
+            }
+        }
+    }
+    Ok(mounts)
+}
+
+fn mounts(allowed: &[std::path::PathBuf], manifest: &Manifest) -> Result<Vec<Mount>, String> {
     manifest
         .dirs
         .iter()
@@ -103,7 +124,10 @@ pub(crate) fn preopens(
             let Some(root) = allowed
                 .iter()
                 .filter(|a| host.starts_with(a))
-                .max_by_key(|a| a.as_os_str().len())
+                // The outermost: every directory below it is opened
+                // without following symlinks, including nested allowed
+                // directories a guest with the outer one mounted could swap.
+                .min_by_key(|a| a.as_os_str().len())
             else {
                 return Err(refuse(if allowed.is_empty() {
                     "this worker allows no directories (serve --allow-dir)".into()

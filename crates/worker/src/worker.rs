@@ -180,6 +180,20 @@ impl Worker {
                 data.display()
             ))
         })?;
+        // Guests must never reach the data directory (compiled code there
+        // is loaded as native code): no allowed directory may overlap it.
+        let data_canon = std::fs::canonicalize(&data)
+            .map_err(|e| Error::Internal(format!("cannot resolve {}: {e}", data.display())))?;
+        for allowed in crate::wasm::canonical_dirs(&config.allowed_dirs) {
+            if allowed.starts_with(&data_canon) || data_canon.starts_with(&allowed) {
+                return Err(Error::Internal(format!(
+                    "allowed directory {} overlaps the data directory {}; guests must not \
+                     reach the worker's own files",
+                    allowed.display(),
+                    data_canon.display()
+                )));
+            }
+        }
         // One process per data directory: a second would share the store
         // and delete code the first still serves.
         let lock_path = data.join("lock");

@@ -214,3 +214,57 @@ async fn a_function_that_is_not_cgi_is_refused_at_http() {
     // It still runs at /run.
     api.still_serving().await;
 }
+
+#[tokio::test]
+async fn a_guest_cannot_switch_protocols_frame_the_response_or_speak_for_colony() {
+    let api = raw().await;
+    // 1xx would switch protocols (or leave the client waiting).
+    for bad in [
+        "Status: 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n",
+        "Status: 100 Continue\n\n",
+    ] {
+        api.send("POST", "/http/raw", bad)
+            .await
+            .expect_error(StatusCode::BAD_GATEWAY, "invalid_cgi_response");
+    }
+    // Hop-by-hop headers (and those its Connection names), framing and
+    // colony-* headers are the server's.
+    let r = api
+        .send(
+            "POST",
+            "/http/raw",
+            "Content-Type: text/plain\nConnection: X-Hop\nX-Hop: 1\nUpgrade: h2c\n\
+             Transfer-Encoding: chunked\nContent-Length: 999\nColony-Exit-Code: 7\n\
+             X-Kept: yes\n\nbody",
+        )
+        .await;
+    assert_ok_text(&r);
+    assert_eq!(r.text(), "body");
+    for gone in ["x-hop", "upgrade", "transfer-encoding", "colony-exit-code"] {
+        assert!(r.header(gone).is_none(), "{gone}: {:?}", r.header(gone));
+    }
+    assert_eq!(r.header("content-length").as_deref(), Some("4"));
+    assert_eq!(r.header("x-kept").as_deref(), Some("yes"));
+    // 204 carries no body, whatever the guest wrote.
+    let r = api.send("POST", "/http/raw", "Status: 204\n\nstray").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.text().is_empty(), "{}", r.text());
+    // A huge header block is refused with a short message.
+    let huge = format!(
+        "Content-Type: text/plain\nX-Big: {}\n\n",
+        "a".repeat(40 << 10)
+    );
+    let v = api
+        .send("POST", "/http/raw", huge)
+        .await
+        .expect_error(StatusCode::BAD_GATEWAY, "invalid_cgi_response");
+    assert!(v["message"].as_str().unwrap().len() < 300, "{v}");
+}
+
+#[tokio::test]
+async fn a_nul_in_the_path_is_refused() {
+    let api = raw().await;
+    api.send("GET", "/http/raw/a%00b", Body::empty())
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request");
+}

@@ -367,3 +367,73 @@ async fn a_worker_that_allows_no_directories_refuses_every_mount() {
     let r = api.run("files", "read /data/in.txt").await;
     refused(&r, "read /data/in.txt");
 }
+
+/// With nested allowed directories, a guest holding the outer one cannot
+/// swap the inner one for a symlink out from under another function.
+#[tokio::test]
+async fn nested_allowed_dirs_give_no_way_out() {
+    let tree = Tree::new();
+    let (outer, inner) = (tree.allowed.clone(), tree.data());
+    let api = Api::with(|c| c.allowed_dirs = vec![outer.clone(), inner.clone()]).await;
+    api.deploy(
+        "reader",
+        &query(None, &[mount(&inner, "/pub", true)]),
+        guests::c_guest("files"),
+    )
+    .await;
+    assert_eq!(ok(&api.run("reader", "read /pub/in.txt").await), "hello");
+    api.deploy(
+        "mover",
+        &query(None, &[mount(&outer, "/a", false)]),
+        guests::c_guest("files"),
+    )
+    .await;
+    ok(&api
+        .run(
+            "mover",
+            "move /a/data /a/data-old\nlink ../outside /a/data\n",
+        )
+        .await);
+    let r = api.run("reader", "read /pub/secret.txt").await;
+    assert_no_leak(&r, "read /pub/secret.txt");
+    assert_ne!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// A writable mount may not overlap another mount; read-only ones may.
+#[tokio::test]
+async fn a_writable_mount_may_not_overlap_another() {
+    let tree = Tree::new();
+    let api = tree.api().await;
+    let overlapping = [
+        mount(&tree.allowed, "/all", false),
+        mount(&tree.data(), "/data", true),
+    ];
+    refused_at_deploy(&api, None, &overlapping, "overlap and one is writable").await;
+    let both_read_only = [
+        mount(&tree.allowed, "/all", true),
+        mount(&tree.data(), "/data", true),
+    ];
+    api.deploy("f", &query(None, &both_read_only), guests::c_guest("files"))
+        .await;
+    assert_eq!(ok(&api.run("f", "read /all/data/in.txt").await), "hello");
+}
+
+/// A worker refuses to start when an allowed directory overlaps its data
+/// directory (where compiled code is loaded from).
+#[tokio::test]
+async fn an_allowed_dir_may_not_overlap_the_data_dir() {
+    let root = tempfile::tempdir().unwrap();
+    for allowed in [root.path().to_owned(), root.path().join("data/blobs")] {
+        fs::create_dir_all(&allowed).unwrap();
+        let mut config = colony_worker::WorkerConfig::new(root.path().join("data"));
+        config.allowed_dirs = vec![allowed.clone()];
+        let err = colony_worker::Worker::open(config)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("overlaps the data directory"),
+            "{allowed:?}: {err}"
+        );
+    }
+}
