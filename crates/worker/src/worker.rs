@@ -512,7 +512,9 @@ impl Worker {
         let gateway = c.nats.config.role == WorkerRole::Gateway;
         let busy =
             self.scheduler.running() >= self.scheduler.concurrency() || self.scheduler.queued() > 0;
-        if !(gateway || busy) || input.len() > forward::max_forward(&c.nats) {
+        // The environment travels in a header of the same NATS message.
+        let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        if !(gateway || busy) || input.len() + env_bytes > forward::max_forward(&c.nats) {
             return Ok(None);
         }
         let rev = self.index.resolve(target)?;
