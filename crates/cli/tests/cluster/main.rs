@@ -1218,6 +1218,35 @@ fn serve_refuses_an_unreachable_nats() {
     assert_refused(&r, &[&format!("cannot connect to NATS at {url}")]);
 }
 
+/// `--nats` takes the servers of a NATS cluster comma-separated: with the
+/// first one down, the worker joins through the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_several_nats_urls() {
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let urls = format!("nats://127.0.0.1:{dead}, {}", nats.url());
+    let w = TestServer::start(
+        &bin(),
+        &[
+            "--nats",
+            &urls,
+            "--ack-wait",
+            ACK_WAIT,
+            "--heartbeat",
+            HEARTBEAT,
+        ],
+    );
+    let id = own_id(&w).await;
+    let list = client(&w).workers().await.unwrap();
+    assert!(list.cluster, "{list:?}");
+    assert!(list.workers.iter().any(|x| x.id == id), "{list:?}");
+}
+
 #[test]
 fn serve_refuses_a_nats_without_jetstream() {
     let _serial = SERIAL.blocking_lock();

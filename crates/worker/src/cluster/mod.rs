@@ -166,7 +166,13 @@ impl Nats {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
-            .connect(url.as_str())
+            // Several servers of a NATS cluster, comma-separated.
+            .connect(
+                url.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            )
             .await
             .map_err(|e| Error::Internal(format!("cannot connect to NATS at {url}: {e}")))?;
         let info = client.server_info();
