@@ -131,16 +131,26 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(Error::internal)?
 }
 
+/// Keeps `code` under `sha` in `blobs` (off the async threads).
+pub(crate) async fn put_blob(blobs: &Blobs, sha: &str, code: Bytes) -> Result<()> {
+    let (blobs, sha) = (blobs.clone(), sha.to_owned());
+    blocking(move || Ok(blobs.put(&sha, &code)?)).await
+}
+
+/// The code under `sha` in `blobs` (off the async threads).
+pub(crate) async fn get_blob(blobs: &Blobs, sha: &str) -> Result<Bytes> {
+    let (blobs, sha) = (blobs.clone(), sha.to_owned());
+    blocking(move || Ok(Bytes::from(blobs.get(&sha)?))).await
+}
+
 #[async_trait]
 impl FunctionStore for LocalFunctions {
     async fn put_code(&self, sha: &str, code: Bytes) -> Result<()> {
-        let (blobs, sha) = (self.blobs.clone(), sha.to_owned());
-        blocking(move || Ok(blobs.put(&sha, &code)?)).await
+        put_blob(&self.blobs, sha, code).await
     }
 
     async fn code(&self, sha: &str) -> Result<Bytes> {
-        let (blobs, sha) = (self.blobs.clone(), sha.to_owned());
-        blocking(move || Ok(Bytes::from(blobs.get(&sha)?))).await
+        get_blob(&self.blobs, sha).await
     }
 
     async fn insert_revision(

@@ -301,27 +301,9 @@ impl Tasks {
         )
     }
 
-    /// Inserts a task for `revision`; resolves once it is committed.
+    /// Inserts a task for `revision`; resolves once it is committed. The
+    /// worker runs it apart from the request (see `Worker::submit`).
     pub(crate) async fn submit(
-        self: &Arc<Self>,
-        function: FunctionName,
-        revision: RevisionId,
-        max_attempts: u32,
-        s: Submission,
-    ) -> Result<Submitted> {
-        // Runs apart from the request: if the client goes away while the
-        // insert commits, the task is still queued for dispatch (or
-        // forgotten when the insert failed), never left half-known.
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.submit_detached(function, revision, max_attempts, s)
-                .await
-        })
-        .await
-        .map_err(Error::internal)?
-    }
-
-    async fn submit_detached(
         &self,
         function: FunctionName,
         revision: RevisionId,

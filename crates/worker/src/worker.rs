@@ -235,36 +235,16 @@ impl Worker {
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let id = worker_id();
         let metrics = crate::metrics::Metrics::new(&id);
-        let worker = match config.cluster.clone() {
+        // The seams: embedded (SQLite and files) or the cluster's (NATS).
+        let mut follow = None;
+        let (functions, index, tasks, local_tasks, cluster, applied) = match &config.cluster {
             None => {
                 let (functions, tasks, local, index) =
                     Self::open_local(&config, &id, &metrics).await?;
-                Arc::new(Self {
-                    engine,
-                    executors,
-                    functions,
-                    index,
-                    scheduler,
-                    write_lock: tokio::sync::Mutex::new(()),
-                    counters: Counters::default(),
-                    started: Instant::now(),
-                    started_ms: now_ms(),
-                    draining: AtomicBool::new(false),
-                    drain_tx: tokio::sync::watch::Sender::new(false),
-                    tasks,
-                    local_tasks: Some(local),
-                    cluster: None,
-                    applied: Mutex::new(HashMap::new()),
-                    address: Mutex::new(None),
-                    id,
-                    metrics,
-                    gates: Mutex::new(HashMap::new()),
-                    _lock: lock,
-                    config,
-                })
+                (functions, index, tasks, Some(local), None, HashMap::new())
             }
             Some(cc) => {
-                let nats = Nats::connect(&cc, &id, config.tasks.ttl).await?;
+                let nats = Nats::connect(cc, &id, config.tasks.ttl).await?;
                 let cache = Blobs::open(&config.data_dir.join("blobs"))?;
                 let functions = Arc::new(NatsFunctions::new(nats.clone(), cache));
                 let (rows, seq) = functions.load_all().await?;
@@ -275,45 +255,55 @@ impl Worker {
                     metrics.clone(),
                 ));
                 let applied = rows.iter().map(|(r, v)| (r.name.clone(), *v)).collect();
-                let rows = rows.into_iter().map(|(r, _)| r).collect();
-                let worker = Arc::new(Self {
-                    engine,
-                    executors,
-                    functions: functions.clone(),
-                    index: Index::load(rows),
-                    scheduler,
-                    write_lock: tokio::sync::Mutex::new(()),
-                    counters: Counters::default(),
-                    started: Instant::now(),
-                    started_ms: now_ms(),
-                    draining: AtomicBool::new(false),
-                    drain_tx: tokio::sync::watch::Sender::new(false),
-                    tasks: Arc::new(tasks.clone()),
-                    local_tasks: None,
-                    cluster: Some(Cluster {
-                        nats: nats.clone(),
-                        tasks: tasks.clone(),
-                    }),
-                    applied: Mutex::new(applied),
-                    address: Mutex::new(None),
-                    id: id.clone(),
-                    metrics,
-                    gates: Mutex::new(HashMap::new()),
-                    _lock: lock,
-                    config,
-                });
-                let weak = Arc::downgrade(&worker);
-                tokio::spawn(functions.follow(weak.clone(), seq + 1));
-                tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
-                tokio::spawn(members::follow(nats.clone(), id.to_string(), weak.clone()));
-                tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
-                if cc.role == WorkerRole::Worker {
-                    tokio::spawn(tasks.dispatch(weak.clone()));
-                    tokio::spawn(forward::serve(nats, weak));
-                }
-                worker
+                let index = Index::load(rows.into_iter().map(|(r, _)| r).collect());
+                follow = Some((functions.clone(), seq + 1));
+                let cluster = Cluster {
+                    nats,
+                    tasks: tasks.clone(),
+                };
+                let functions: Arc<dyn FunctionStore> = functions;
+                let tasks: Arc<dyn TaskBackend> = Arc::new(tasks);
+                (functions, index, tasks, None, Some(cluster), applied)
             }
         };
+        let worker = Arc::new(Self {
+            engine,
+            executors,
+            functions,
+            index,
+            scheduler,
+            write_lock: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
+            started: Instant::now(),
+            started_ms: now_ms(),
+            draining: AtomicBool::new(false),
+            drain_tx: tokio::sync::watch::Sender::new(false),
+            tasks,
+            local_tasks,
+            cluster,
+            applied: Mutex::new(applied),
+            address: Mutex::new(None),
+            id,
+            metrics,
+            gates: Mutex::new(HashMap::new()),
+            _lock: lock,
+            config,
+        });
+        if let (Some(c), Some((functions, from))) = (&worker.cluster, follow) {
+            let (nats, tasks, weak) = (c.nats.clone(), c.tasks.clone(), Arc::downgrade(&worker));
+            tokio::spawn(functions.follow(weak.clone(), from));
+            tokio::spawn(members::heartbeat(nats.clone(), weak.clone()));
+            tokio::spawn(members::follow(
+                nats.clone(),
+                worker.id.to_string(),
+                weak.clone(),
+            ));
+            tokio::spawn(tasks.clone().hear_cancels(weak.clone()));
+            if nats.config.role == WorkerRole::Worker {
+                tokio::spawn(tasks.dispatch(weak.clone()));
+                tokio::spawn(forward::serve(nats, weak));
+            }
+        }
         if let Some(local) = &worker.local_tasks {
             tokio::spawn(worker.clone().dispatch(local.clone()));
             tokio::spawn(sweep(
@@ -991,9 +981,14 @@ impl Worker {
                 "idempotency_key: must be 1 to 256 bytes".into(),
             ));
         }
-        self.tasks
-            .submit(rev.function.clone(), rev.row.id.clone(), max_attempts, s)
+        // Apart from the request, whatever the backend: a client that goes
+        // away while the submit commits does not cut it in half (the task
+        // is queued, or was never accepted).
+        let (tasks, function, revision) =
+            (self.tasks.clone(), rev.function.clone(), rev.row.id.clone());
+        tokio::spawn(async move { tasks.submit(function, revision, max_attempts, s).await })
             .await
+            .map_err(Error::internal)?
     }
 
     /// One task.

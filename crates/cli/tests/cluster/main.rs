@@ -1218,6 +1218,56 @@ fn serve_refuses_an_unreachable_nats() {
     assert_refused(&r, &[&format!("cannot connect to NATS at {url}")]);
 }
 
+/// While NATS is away a submit is refused with `503 cluster_unavailable`
+/// (nothing accepted); once it is back the same worker takes and runs
+/// tasks again, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_a_submit_is_cluster_unavailable_and_work_resumes_after() {
+    let _serial = SERIAL.lock().await;
+    let mut nats = NatsServer::start();
+    let a = worker(&nats, &[]);
+    deploy_work(&a, &[&a]).await;
+    let ca = client(&a);
+    tokio::task::block_in_place(|| nats.kill());
+    let started = Instant::now();
+    let err = ca.submit(&work_task(1)).await.unwrap_err();
+    eprintln!("submit without NATS: {err} after {:?}", started.elapsed());
+    assert_eq!(err.code(), Some("cluster_unavailable"), "{err}");
+    assert!(
+        matches!(
+            err,
+            colony_client::Error::Api {
+                status: 503,
+                retry_after: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    tokio::task::block_in_place(|| nats.restart());
+    let (id, took) = eventually(
+        Duration::from_secs(30),
+        "a submit after the restart",
+        || {
+            let ca = ca.clone();
+            async move {
+                ca.submit(&work_task(1))
+                    .await
+                    .ok()
+                    .map(|s| s.id.to_string())
+            }
+        },
+    )
+    .await;
+    let done = ca.wait_task(&id, Duration::from_secs(30)).await.unwrap();
+    eprintln!(
+        "accepted again {took:?} after the restart; the task is {}",
+        done.state
+    );
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+}
+
 /// `--nats` takes the servers of a NATS cluster comma-separated: with the
 /// first one down, the worker joins through the next.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

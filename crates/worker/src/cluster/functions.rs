@@ -19,10 +19,10 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Nats, read_object, unavailable, write_object};
+use super::{Nats, read_json, read_object, unavailable, write_object};
 use crate::blobs::Blobs;
 use crate::error::{Error, Result};
-use crate::seams::FunctionStore;
+use crate::seams::{FunctionStore, get_blob, put_blob};
 use crate::store::{FunctionRow, RevisionRow, now_ms};
 use crate::worker::Worker;
 
@@ -91,25 +91,13 @@ impl NatsFunctions {
         }
     }
 
+    /// The function as stored (a deleted key is `None`: `create` takes it
+    /// over).
     async fn current(&self, name: &FunctionName) -> Result<Option<(FunctionRow, u64)>> {
-        match self
-            .nats
-            .functions
-            .entry(name.as_str())
-            .await
-            .map_err(unavailable)?
-        {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let row = serde_json::from_slice(&e.value).map_err(|e| {
-                    Error::Internal(format!(
-                        "function {name} in the registry is unreadable: {e}"
-                    ))
-                })?;
-                Ok(Some((row, e.revision)))
-            }
-            // Deleted: `create` takes the key over.
-            Some(_) | None => Ok(None),
-        }
+        read_json(&self.nats.functions, name.as_str(), || {
+            format!("function {name} in the registry")
+        })
+        .await
     }
 
     /// Writes `row` over the key's revision `last` (0: the key is new or
@@ -192,10 +180,7 @@ impl NatsFunctions {
 #[async_trait]
 impl FunctionStore for NatsFunctions {
     async fn put_code(&self, sha: &str, code: Bytes) -> Result<()> {
-        let (cache, sha2, code2) = (self.cache.clone(), sha.to_owned(), code.clone());
-        tokio::task::spawn_blocking(move || cache.put(&sha2, &code2))
-            .await
-            .map_err(Error::internal)??;
+        put_blob(&self.cache, sha, code.clone()).await?;
         if self.nats.code.info(sha).await.is_ok() {
             return Ok(());
         }
@@ -205,9 +190,8 @@ impl FunctionStore for NatsFunctions {
     }
 
     async fn code(&self, sha: &str) -> Result<Bytes> {
-        let (cache, sha2) = (self.cache.clone(), sha.to_owned());
-        if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || cache.get(&sha2)).await {
-            return Ok(Bytes::from(bytes));
+        if let Ok(bytes) = get_blob(&self.cache, sha).await {
+            return Ok(bytes);
         }
         let code = read_object(&self.nats.code, sha)
             .await
@@ -218,8 +202,7 @@ impl FunctionStore for NatsFunctions {
                 "code {sha} in the cluster does not match its hash"
             )));
         }
-        let (cache, sha2, code2) = (self.cache.clone(), sha.to_owned(), code.clone());
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || cache.put(&sha2, &code2)).await {
+        if let Err(e) = put_blob(&self.cache, sha, code.clone()).await {
             warn!(code = %sha, cause = %e, "cannot cache code locally");
         }
         Ok(code)

@@ -12,8 +12,8 @@ use colony_core::wire::WorkerInfo;
 use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
-use super::{Nats, unavailable};
-use crate::error::{Error, Result};
+use super::{Nats, read_json, unavailable};
+use crate::error::Result;
 use crate::store::now_ms;
 use crate::worker::Worker;
 
@@ -76,20 +76,14 @@ pub(crate) async fn list(nats: &Nats) -> Result<Vec<WorkerInfo>> {
     let mut out = Vec::new();
     while let Some(k) = keys.next().await {
         let k = k.map_err(unavailable)?;
-        let Some(entry) = nats.workers.entry(k.as_str()).await.map_err(unavailable)? else {
-            continue;
-        };
-        if entry.operation != kv::Operation::Put {
-            continue;
-        }
-        match serde_json::from_slice::<WorkerInfo>(&entry.value) {
-            // The bucket's max age drops it soon; until then, the age
-            // says it is gone.
-            Ok(w) if now - w.heartbeat_ms <= ttl => out.push(w),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Error::Internal(format!("unreadable heartbeat {k}: {e}")));
-            }
+        let heartbeat =
+            read_json::<WorkerInfo>(&nats.workers, k.as_str(), || format!("heartbeat {k}"));
+        // The bucket's max age drops a silent worker soon; until then, the
+        // age says it is gone.
+        if let Some((w, _)) = heartbeat.await?
+            && now - w.heartbeat_ms <= ttl
+        {
+            out.push(w);
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -341,6 +341,23 @@ impl Nats {
     }
 }
 
+/// A JSON value of a KV bucket and its revision; `None` when the key is
+/// absent or deleted. `what` names it in the error when it is unreadable.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &kv::Store,
+    key: &str,
+    what: impl FnOnce() -> String,
+) -> Result<Option<(T, u64)>> {
+    match store.entry(key).await.map_err(unavailable)? {
+        Some(e) if e.operation == kv::Operation::Put => {
+            let value = serde_json::from_slice(&e.value)
+                .map_err(|err| Error::Internal(format!("{} is unreadable: {err}", what())))?;
+            Ok(Some((value, e.revision)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Reads a whole object.
 pub(crate) async fn read_object(
     store: &object_store::ObjectStore,

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use super::{
-    CANCEL_SUBJECT, MAX_DELIVERIES, Nats, TASK_SUBJECT, read_object, unavailable, write_object,
+    CANCEL_SUBJECT, MAX_DELIVERIES, Nats, TASK_SUBJECT, read_json, read_object, unavailable,
+    write_object,
 };
 use crate::error::{Error, Result};
 use crate::seams::TaskBackend;
@@ -152,20 +153,10 @@ impl ClusterTasks {
     }
 
     async fn load(&self, id: &TaskId) -> Result<Option<(Record, u64)>> {
-        match self
-            .nats
-            .tasks
-            .entry(id.as_str())
-            .await
-            .map_err(unavailable)?
-        {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let rec = serde_json::from_slice(&e.value)
-                    .map_err(|e| Error::Internal(format!("task {id}: unreadable record: {e}")))?;
-                Ok(Some((rec, e.revision)))
-            }
-            _ => Ok(None),
-        }
+        read_json(&self.nats.tasks, id.as_str(), || {
+            format!("the record of task {id}")
+        })
+        .await
     }
 
     async fn must_load(&self, id: &TaskId) -> Result<(Record, u64)> {
@@ -807,7 +798,7 @@ impl ClusterTasks {
         Err(last)
     }
 
-    async fn submit_detached(
+    async fn submit_task(
         &self,
         function: FunctionName,
         revision: RevisionId,
@@ -950,15 +941,7 @@ impl TaskBackend for Arc<ClusterTasks> {
         max_attempts: u32,
         s: Submission,
     ) -> Result<Submitted> {
-        // Apart from the request: a client that goes away does not cut a
-        // submit in half.
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.submit_detached(function, revision, max_attempts, s)
-                .await
-        })
-        .await
-        .map_err(Error::internal)?
+        self.submit_task(function, revision, max_attempts, s).await
     }
 
     async fn get(&self, id: &TaskId) -> Result<TaskInfo> {
