@@ -4,8 +4,9 @@
 #
 #   clang-14, lld-14, wasi-libc, libclang-rt-14-dev-wasm32
 #       to build the C guest functions to wasm32-wasi
-#
-# Debian/Ubuntu (apt-get). Uses sudo when not root.
+#       (Debian/Ubuntu, apt-get; sudo when not root)
+#   the Rust target wasm32-wasip2 (rustup)
+#       to build the wasi:http example component in examples/rust
 set -euo pipefail
 
 sudo=""
@@ -28,5 +29,13 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${apt_missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+  if ! command -v rustup >/dev/null 2>&1; then
+    echo "install-deps: no rustup here; install the Rust target wasm32-wasip2 by hand" >&2
+    exit 1
+  fi
+  echo "install-deps: adding the Rust target wasm32-wasip2" >&2
+  rustup target add wasm32-wasip2 >&2
 fi
 echo "install-deps: ok" >&2

@@ -12,6 +12,41 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 use wasmtime::Module;
+use wasmtime::component::Component;
+
+/// Compiled code the cache holds: core modules and components.
+pub(crate) trait Artifact: Sized {
+    /// Loads an artifact this engine serialized.
+    ///
+    /// # Safety
+    /// The file must have been written by [`Artifact::serialize`] of an
+    /// engine with the same settings (see [`ModuleCache::load`]).
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+}
+
+#[allow(unsafe_code)]
+impl Artifact for Module {
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { Module::deserialize_file(engine, path) }
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+}
+
+#[allow(unsafe_code)]
+impl Artifact for Component {
+    unsafe fn deserialize_file(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: as the caller promised.
+        unsafe { Component::deserialize_file(engine, path) }
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct ModuleCache {
@@ -33,7 +68,7 @@ impl ModuleCache {
 
     /// Loads the artifact for the code with this sha256, if one is cached
     /// and loads cleanly; a corrupt or incompatible one is removed.
-    pub(crate) fn load(&self, engine: &wasmtime::Engine, sha: &str) -> Option<Module> {
+    pub(crate) fn load<A: Artifact>(&self, engine: &wasmtime::Engine, sha: &str) -> Option<A> {
         let path = self.path(sha);
         if !path.exists() {
             return None;
@@ -45,7 +80,7 @@ impl ModuleCache {
         // worker's own. wasmtime still checks the header and refuses an
         // artifact from another version or configuration.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Module::deserialize_file(engine, &path) };
+        let loaded = unsafe { A::deserialize_file(engine, &path) };
         match loaded {
             Ok(module) => Some(module),
             Err(e) => {
@@ -58,7 +93,7 @@ impl ModuleCache {
 
     /// Stores a compiled module; failures are logged, not fatal (the module
     /// is simply compiled again next time).
-    pub(crate) fn store(&self, module: &Module, sha: &str) {
+    pub(crate) fn store(&self, module: &impl Artifact, sha: &str) {
         let path = self.path(sha);
         let result = module
             .serialize()

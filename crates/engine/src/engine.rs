@@ -10,6 +10,7 @@ use wasmtime::{
 };
 
 use crate::cache::ModuleCache;
+use crate::component::{ComponentHost, HttpComponent};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::program::{Host, Program};
@@ -34,6 +35,7 @@ pub struct Engine {
 struct Inner {
     wasmtime: wasmtime::Engine,
     linker: Linker<Host>,
+    component_linker: wasmtime::component::Linker<ComponentHost>,
     cache: Option<ModuleCache>,
     config: EngineConfig,
     compiled: AtomicU64,
@@ -63,9 +65,15 @@ impl Engine {
         };
         let n = config.instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(n)
-            .total_memories(n)
-            .total_tables(n)
+        // A component holds several core instances (its code, the WASI
+        // adapter, shims) and up to two memories; a module one of each.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .total_tables(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .max_tables_per_component(CORE_INSTANCES_PER_COMPONENT)
             .total_stacks(n)
             .max_memory_size(config.max_memory_bytes as usize)
             .linear_memory_keep_resident(64 << 10)
@@ -79,6 +87,10 @@ impl Engine {
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
             .map_err(|e| setup(&e))?;
+        let mut component_linker = wasmtime::component::Linker::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker).map_err(|e| setup(&e))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            .map_err(|e| setup(&e))?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ModuleCache::open(dir, &wasmtime).map_err(|e| Error::Setup {
                 reason: format!("cannot create the compile cache in {}: {e}", dir.display()),
@@ -91,6 +103,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 wasmtime,
                 linker,
+                component_linker,
                 cache,
                 config,
                 compiled: AtomicU64::new(0),
@@ -123,6 +136,13 @@ impl Engine {
     /// its imports once. CPU-heavy on a cache miss: call it from a blocking
     /// thread.
     pub fn prepare(&self, code: &[u8]) -> Result<Program> {
+        if is_component(code) {
+            return Err(Error::NotACommand {
+                reason: "this is a component, not a core module; deploy wasi:http \
+                         components with executor=component"
+                    .to_owned(),
+            });
+        }
         let sha = colony_core::revision::sha256_hex(code);
         let engine = &self.inner.wasmtime;
         let cached = self.inner.cache.as_ref().and_then(|c| c.load(engine, &sha));
@@ -152,12 +172,73 @@ impl Engine {
         Ok(Program::new(self.clone(), pre, sha))
     }
 
+    /// Turns component bytes into a pre-instantiated wasi:http proxy
+    /// [`HttpComponent`], as [`Engine::prepare`] does for modules: from the
+    /// disk cache or compiled and cached; checked to export
+    /// `wasi:http/incoming-handler` and to import nothing but WASI and
+    /// wasi:http. CPU-heavy on a cache miss: call it from a blocking thread.
+    pub fn prepare_component(&self, code: &[u8]) -> Result<HttpComponent> {
+        use wasmtime::component::Component;
+        if !is_component(code) && code.starts_with(b"\0asm") {
+            return Err(Error::NotAComponent {
+                reason: "this is a core module; executor=component runs wasi:http proxy \
+                         components (built for wasm32-wasip2, or a module made a component \
+                         with wasm-tools)"
+                    .to_owned(),
+            });
+        }
+        let sha = colony_core::revision::sha256_hex(code);
+        let engine = &self.inner.wasmtime;
+        let cached = self.inner.cache.as_ref().and_then(|c| c.load(engine, &sha));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => Component::new(engine, code).map_err(|e| Error::InvalidModule {
+                reason: format!("{e:#}"),
+            })?,
+        };
+        let pre = self
+            .inner
+            .component_linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::NotAComponent {
+                reason: format!("{e:#}"),
+            })?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(|e| {
+            Error::NotAComponent {
+                reason: format!("it does not export wasi:http/incoming-handler: {e:#}"),
+            }
+        })?;
+        if from_cache {
+            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+            debug!(code = %sha, "loaded compiled component from cache");
+        } else {
+            self.inner.compiled.fetch_add(1, Ordering::Relaxed);
+            info!(code = %sha, "compiled component");
+            if let Some(c) = &self.inner.cache {
+                c.store(&component, &sha);
+            }
+        }
+        Ok(HttpComponent::new(self.clone(), pre, sha))
+    }
+
     /// Forgets the cached artifact of code that no revision uses any more.
     pub fn forget(&self, code_sha256: &str) {
         if let Some(c) = &self.inner.cache {
             c.remove(code_sha256);
         }
     }
+}
+
+/// Core instances and tables a component may hold.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+/// Memories a component may hold.
+const MEMORIES_PER_COMPONENT: u32 = 2;
+
+/// Whether the bytes are a binary component (the layer field of the
+/// preamble is 1), not a core module.
+fn is_component(code: &[u8]) -> bool {
+    code.len() >= 8 && code.starts_with(b"\0asm") && code[6..8] == [1, 0]
 }
 
 fn compile(engine: &wasmtime::Engine, code: &[u8]) -> Result<Module> {

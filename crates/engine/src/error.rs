@@ -20,6 +20,14 @@ pub enum Error {
         /// What is missing or unsupported.
         reason: String,
     },
+    /// The bytes are valid WebAssembly but not a wasi:http proxy component:
+    /// a core module, or a component that does not export
+    /// `wasi:http/incoming-handler` or imports what the host lacks.
+    #[error("not a wasi:http proxy component: {reason}")]
+    NotAComponent {
+        /// What is missing or unsupported.
+        reason: String,
+    },
     /// The engine could not be configured (for example the pooling
     /// allocator could not reserve its memory).
     #[error("engine setup failed: {reason}")]

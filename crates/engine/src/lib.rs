@@ -28,15 +28,18 @@
 //! reported as [`colony_core::Failure`] and [`Error`].
 
 mod cache;
+mod component;
 mod config;
 mod engine;
 mod error;
+mod guard;
 mod limiter;
 mod program;
 mod stdio;
 
 pub use config::{DEFAULT_EPOCH_TICK, DEFAULT_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, EngineConfig};
 pub use engine::{Engine, EngineStats};
+pub use component::{HttpComponent, HttpRequest, HttpResponse};
 pub use error::{Error, Result};
 pub use program::{Invocation, Output, Preopen, Program};
 pub use tokio_util::sync::CancellationToken;

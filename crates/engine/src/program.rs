@@ -1,41 +1,23 @@
 //! One pre-linked module and its invocations.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use colony_core::failure::STDERR_TAIL_BYTES;
 use colony_core::{Failure, Limits};
 use tokio_util::sync::CancellationToken;
-use wasmtime::{InstancePre, Store, UpdateDeadline};
+use wasmtime::{InstancePre, Store};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::engine::Engine;
-use crate::limiter::MemoryCap;
+use crate::guard::{Guard, Outcome, Stage, cancelled};
 use crate::stdio::{CappedOutput, Tail};
-
-/// The most of a trap report kept in a [`Failure::Trap`] message.
-const MAX_TRAP_MESSAGE: usize = 4096;
 
 /// Per-store state of one invocation.
 pub(crate) struct Host {
     pub(crate) wasi: WasiP1Ctx,
-    cap: MemoryCap,
-    deadline: Instant,
-    cancel: Option<CancellationToken>,
-    interrupted: Option<Interrupt>,
+    guard: Guard,
 }
-
-#[derive(Clone, Copy, Debug)]
-enum Interrupt {
-    Timeout,
-    Cancelled,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted: {0:?}")]
-struct Interrupted(Interrupt);
 
 /// One invocation's inputs.
 #[derive(Debug)]
@@ -93,17 +75,6 @@ impl std::fmt::Debug for Program {
     }
 }
 
-enum Outcome {
-    Done(Result<(), Stage>),
-    Backstop,
-    Cancelled,
-}
-
-enum Stage {
-    Instantiate(wasmtime::Error),
-    Run(wasmtime::Error),
-}
-
 impl Program {
     pub(crate) fn new(engine: Engine, pre: InstancePre<Host>, code_sha256: String) -> Self {
         Self {
@@ -142,40 +113,13 @@ impl Program {
                     message: format!("cannot open {} for the guest: {e}", d.host.display()),
                 })?;
         }
-        let wasi = builder.build_p1();
-        let deadline = Instant::now() + limits.timeout();
-        let memory_limit = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let host = Host {
-            wasi,
-            cap: MemoryCap {
-                limit: memory_limit,
-                exceeded: false,
-            },
-            deadline,
-            cancel: inv.cancel.cloned(),
-            interrupted: None,
+            wasi: builder.build_p1(),
+            guard: Guard::new(&limits, inv.cancel),
         };
         let mut store = Store::new(self.engine.wasmtime(), host);
-        store.limiter(|h| &mut h.cap);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let h = ctx.data_mut();
-            let why = if h.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
-                Interrupt::Cancelled
-            } else if Instant::now() >= h.deadline {
-                Interrupt::Timeout
-            } else {
-                return Ok(UpdateDeadline::Yield(1));
-            };
-            h.interrupted = Some(why);
-            Err(wasmtime::Error::new(Interrupted(why)))
-        });
-
-        // A guest blocked inside a host call (say, sleeping in poll_oneoff)
-        // does not see epochs; the backstop and the cancel branch stop it
-        // by dropping its future.
-        let grace = self.engine.config().epoch_tick * 2 + Duration::from_millis(5);
-        let backstop = tokio::time::sleep_until((deadline + grace).into());
+        Guard::arm(&mut store, |h: &mut Host| &mut h.guard);
+        let backstop = store.data().guard.backstop(&self.engine);
         let cancel = inv.cancel;
         let outcome = {
             let run = async {
@@ -196,73 +140,15 @@ impl Program {
                 () = cancelled(cancel) => Outcome::Cancelled,
             }
         };
-
-        let h = store.data();
-        let tail = || stderr.text();
-        let result = match outcome {
-            Outcome::Backstop => Err(Failure::Timeout {
-                limit_ms: limits.timeout_ms,
-            }),
-            Outcome::Cancelled => Err(Failure::Cancelled),
-            Outcome::Done(Ok(())) => Ok(()),
-            Outcome::Done(Err(_)) if h.cap.exceeded => Err(Failure::MemoryLimit {
-                limit_bytes: limits.memory_bytes,
-            }),
-            Outcome::Done(Err(_)) if stdout.overflowed() => Err(Failure::OutputLimit {
-                limit_bytes: limits.output_bytes,
-            }),
-            Outcome::Done(Err(_)) if h.interrupted.is_some() => match h.interrupted {
-                Some(Interrupt::Cancelled) => Err(Failure::Cancelled),
-                _ => Err(Failure::Timeout {
-                    limit_ms: limits.timeout_ms,
-                }),
-            },
-            Outcome::Done(Err(Stage::Instantiate(e))) => Err(Failure::Internal {
-                message: format!("cannot instantiate: {e:#}"),
-            }),
-            Outcome::Done(Err(Stage::Run(e))) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(0)) => Ok(()),
-                Some(I32Exit(code)) => Err(Failure::Exit {
-                    exit_code: *code,
-                    stderr_tail: tail(),
-                }),
-                None => Err(Failure::Trap {
-                    message: trap_message(&e),
-                    stderr_tail: tail(),
-                }),
-            },
-        };
+        let result =
+            store
+                .data()
+                .guard
+                .judge(outcome, &limits, stdout.overflowed(), || stderr.text());
         drop(store);
         result.map(|()| Output {
             stdout: stdout.take(),
             stderr_tail: stderr.text(),
         })
     }
-}
-
-async fn cancelled(token: Option<&CancellationToken>) {
-    match token {
-        Some(t) => t.cancelled().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn trap_message(e: &wasmtime::Error) -> String {
-    let mut msg = e.root_cause().to_string();
-    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let bt = bt.to_string();
-        if !bt.trim().is_empty() {
-            msg.push('\n');
-            msg.push_str(bt.trim_end());
-        }
-    }
-    if msg.len() > MAX_TRAP_MESSAGE {
-        let mut cut = MAX_TRAP_MESSAGE;
-        while !msg.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        msg.truncate(cut);
-        msg.push('…');
-    }
-    msg
 }

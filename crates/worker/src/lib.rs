@@ -43,6 +43,7 @@ mod blobs;
 mod builtin;
 pub mod cgi;
 mod cluster;
+mod component;
 pub mod config;
 mod error;
 mod executor;
@@ -66,5 +67,6 @@ pub use metrics::Metrics;
 pub use tasks::{
     DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig,
 };
+pub use component::ComponentExecutor;
 pub use wasm::WasmExecutor;
 pub use worker::{Invoked, Worker};

@@ -33,6 +33,21 @@ use crate::tasks::{Live, Outcome, Submission, Tasks};
 use crate::taskstore::{ListQuery, TaskStore};
 use crate::wasm::WasmExecutor;
 
+/// Executors whose functions `/http` serves.
+const HTTP_EXECUTORS: [&str; 2] = ["cgi", "component"];
+
+/// Refuses a call or task with no HTTP request for a function that only
+/// serves HTTP (a wasi:http component).
+fn refuse_http_only(rev: &RevisionEntry) -> Result<()> {
+    if rev.row.manifest.executor == "component" {
+        return Err(Error::BadRequest(format!(
+            "function {} is a wasi:http component: it serves HTTP requests at /http/{}/",
+            rev.function, rev.function
+        )));
+    }
+    Ok(())
+}
+
 /// The result of a successful invocation.
 #[derive(Debug, Clone)]
 pub struct Invoked {
@@ -231,6 +246,11 @@ impl Worker {
         executors.register("builtin", Arc::new(BuiltinExecutor::default()));
         // WASI command modules whose stdout is a CGI response (`/http`).
         executors.register("cgi", Arc::new(wasm));
+        // wasi:http proxy components (`/http`).
+        executors.register(
+            "component",
+            Arc::new(crate::component::ComponentExecutor::new(engine.clone())),
+        );
         extend(&mut executors, &engine);
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let id = worker_id();
@@ -533,10 +553,10 @@ impl Worker {
         request: crate::cgi::CgiRequest,
     ) -> Result<(Invoked, crate::cgi::CgiResponse)> {
         let rev = self.index.resolve(target)?;
-        if rev.row.manifest.executor != "cgi" {
+        if !HTTP_EXECUTORS.contains(&rev.row.manifest.executor.as_str()) {
             return Err(Error::BadRequest(format!(
                 "function {} runs on the {} executor; /http serves functions deployed with \
-                 executor=cgi",
+                 executor=cgi or executor=component",
                 rev.function, rev.row.manifest.executor
             )));
         }
@@ -567,6 +587,9 @@ impl Worker {
         env: &[(String, String)],
     ) -> Result<Invoked> {
         let rev = self.index.resolve(target)?;
+        if env.is_empty() {
+            refuse_http_only(&rev)?;
+        }
         // One deadline for both waits (the function's own limit, then a
         // worker slot): a call waits at most `max_queue_wait` in all.
         let asked = Instant::now();
@@ -957,6 +980,7 @@ impl Worker {
             return Err(Error::Draining);
         }
         let rev = self.index.resolve(&s.target)?;
+        refuse_http_only(&rev)?;
         let max_attempts = s
             .max_attempts
             .unwrap_or(rev.row.manifest.retry.max_attempts);

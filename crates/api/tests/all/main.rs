@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 mod auth;
 mod cgi;
+mod component;
 mod conn;
 mod dirs;
 mod hostile;
