@@ -6,7 +6,8 @@
 # test needs it.
 #
 # Built with the features `wasmtime serve` needs (serve, cranelift, the
-# pooling allocator, parallel compilation, the compile cache) and without
+# pooling allocator, parallel compilation, the compile cache, wasip3 as
+# `serve` requires) and without
 # the debugger, explorer, wast, wasi-nn and the other subcommands.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,7 @@ done
 echo "install-wasmtime-cli: building wasmtime-cli $version into $tools" >&2
 cargo install --quiet --locked --root "$tools" --version "$version" wasmtime-cli \
   --no-default-features \
-  --features run,serve,cranelift,pooling-allocator,parallel-compilation,cache,wat,logging >&2
+  --features run,serve,component-model-async,cranelift,pooling-allocator,parallel-compilation,cache,wat,logging \
+  --target-dir target/tools-build >&2
 is_48 "$tools/bin/wasmtime" || { echo "install-wasmtime-cli: $tools/bin/wasmtime is not 48.x" >&2; exit 1; }
 echo "$tools/bin/wasmtime"

@@ -7,6 +7,11 @@
 //! child process on a temporary data directory, so client and server are
 //! separate processes talking over loopback, as in production.
 //!
+//! With `--component FILE` it measures a wasi:http proxy component
+//! instead: `GET /http/bench-http/` on Colony's `component` executor and,
+//! with `--wasmtime BIN`, `GET /` on `BIN serve` (wasmtime-cli) running the
+//! same file, alternating at each concurrency, with the ratios.
+//!
 //! With `--tasks N` it measures tasks instead: N submits of each function
 //! from the largest `--concurrency` of connections, the submit latency,
 //! and the time from the first submit until the worker's status shows all
@@ -70,6 +75,112 @@ pub(crate) struct Args {
     /// /run calls through it, so each is forwarded to a worker.
     #[arg(long)]
     via_gateway: bool,
+    /// Measure this wasi:http proxy component (GET /) instead of the
+    /// echoes.
+    #[arg(long, value_name = "FILE")]
+    component: Option<std::path::PathBuf>,
+    /// With --component: also measure `wasmtime serve` (this wasmtime
+    /// binary) on the same component; scripts/install-wasmtime-cli.sh
+    /// builds wasmtime-cli 48.
+    #[arg(long, env = "WASMTIME_CLI", value_name = "BIN")]
+    wasmtime: Option<std::path::PathBuf>,
+}
+
+/// A `wasmtime serve` child, killed on drop.
+struct WasmtimeServe {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl WasmtimeServe {
+    async fn start(bin: &std::path::Path, component: &std::path::Path) -> anyhow::Result<Self> {
+        // A free port: bound, read, released for wasmtime to take.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = tokio::process::Command::new(bin)
+            .args(["serve", "--addr", &addr])
+            .arg(component)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(&addr).await.is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "wasmtime serve did not listen on {addr} within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// What a bench connection sends and expects back.
+#[derive(Debug, Clone)]
+struct Load {
+    addr: String,
+    method: hyper::Method,
+    path: String,
+    body: Bytes,
+    /// The body every answer must have.
+    expect: Bytes,
+}
+
+/// Runs `c` connections of `load` for `warmup` + `duration`.
+async fn measure(
+    load: &Load,
+    c: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<RunStats> {
+    let measure_from = Instant::now() + warmup;
+    let end = measure_from + duration;
+    let conns: Vec<_> = (0..c)
+        .map(|_| tokio::spawn(connection(load.clone(), measure_from, end)))
+        .collect();
+    let mut all = RunStats::default();
+    for conn in conns {
+        let s = conn.await.context("a bench connection panicked")??;
+        all.latencies_us.extend(s.latencies_us);
+        all.errors += s.errors;
+        all.first_error = all.first_error.or(s.first_error);
+    }
+    all.latencies_us.sort_unstable();
+    Ok(all)
+}
+
+/// One GET, for the body a component answers.
+async fn fetch(addr: &str, path: &str) -> anyhow::Result<Bytes> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get(path)
+                .header("host", addr)
+                .body(Full::new(Bytes::new()))?,
+        )
+        .await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    anyhow::ensure!(
+        status.is_success(),
+        "GET {path} on {addr}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(body)
 }
 
 /// A `colony serve` child, killed on drop.
@@ -129,14 +240,9 @@ struct RunStats {
 
 /// One keep-alive connection sending requests back to back until `end`;
 /// latencies are kept from `measure_from` on.
-async fn connection(
-    addr: String,
-    path: String,
-    body: Bytes,
-    measure_from: Instant,
-    end: Instant,
-) -> anyhow::Result<RunStats> {
-    let stream = TcpStream::connect(&addr)
+async fn connection(load: Load, measure_from: Instant, end: Instant) -> anyhow::Result<RunStats> {
+    let addr = &load.addr;
+    let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_nodelay(true)?;
@@ -151,14 +257,16 @@ async fn connection(
         if start >= end {
             break;
         }
-        let req = Request::post(&path)
-            .header("host", &addr)
-            .body(Full::new(body.clone()))?;
+        let req = Request::builder()
+            .method(load.method.clone())
+            .uri(&load.path)
+            .header("host", addr)
+            .body(Full::new(load.body.clone()))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
         let got = resp.into_body().collect().await?.to_bytes();
         let took = start.elapsed();
-        if !status.is_success() || got != body {
+        if !status.is_success() || got != load.expect {
             stats.errors += 1;
             if stats.first_error.is_none() {
                 stats.first_error =
@@ -379,6 +487,119 @@ fn micros(us: u32) -> String {
 }
 
 impl Args {
+    /// `--component`: Colony's `component` executor, and `wasmtime serve`
+    /// with `--wasmtime`, on the same component.
+    async fn component_run(
+        &self,
+        file: &std::path::Path,
+        client: &Client,
+        base: &str,
+        children: Vec<ChildServer>,
+        warmup: Duration,
+        duration: Duration,
+    ) -> anyhow::Result<ExitCode> {
+        anyhow::ensure!(
+            self.tasks.is_none() && self.nats.is_none(),
+            "--component measures HTTP requests on one worker; drop --tasks and --nats"
+        );
+        let code =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let opts = DeployOptions {
+            executor: Some("component".into()),
+            ..Default::default()
+        };
+        client.deploy("bench-http", code, &opts).await?;
+        let addr = base
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let ours = Load {
+            addr: addr.clone(),
+            method: hyper::Method::GET,
+            path: "/http/bench-http/".into(),
+            body: Bytes::new(),
+            expect: fetch(&addr, "/http/bench-http/").await?,
+        };
+        let wasmtime = match &self.wasmtime {
+            Some(bin) => Some(WasmtimeServe::start(bin, file).await?),
+            None => None,
+        };
+        let theirs = match &wasmtime {
+            Some(w) => {
+                let expect = fetch(&w.addr, "/").await?;
+                anyhow::ensure!(
+                    expect == ours.expect,
+                    "wasmtime serve answers {:?}, Colony {:?}",
+                    String::from_utf8_lossy(&expect),
+                    String::from_utf8_lossy(&ours.expect)
+                );
+                Some(Load {
+                    addr: w.addr.clone(),
+                    path: "/".into(),
+                    expect,
+                    ..ours.clone()
+                })
+            }
+            None => None,
+        };
+        println!(
+            "colony bench: wasi:http component {}, GET, {:?} warm-up + {:?} per run",
+            file.display(),
+            warmup,
+            duration
+        );
+        println!(
+            "{:<20} {:<8} {:>5} {:>10} {:>10} {:>9} {:>9} {:>9} {:>7}",
+            "SERVER", "EXECUTOR", "CONC", "REQUESTS", "REQ/S", "P50", "P99", "MAX", "ERRORS"
+        );
+        let mut failed = false;
+        for &c in &self.concurrency {
+            let a = measure(&ours, c, warmup, duration).await?;
+            failed |= report("colony", "component", c, duration, &a);
+            if let Some(theirs) = &theirs {
+                let b = measure(theirs, c, warmup, duration).await?;
+                failed |= report("wasmtime serve", "-", c, duration, &b);
+                let p50 = |s: &RunStats| f64::from(percentile(&s.latencies_us, 0.50).max(1));
+                println!(
+                    "  colony vs wasmtime serve at {c}: {:.2}x the req/s, {:.2}x the speed at p50",
+                    a.latencies_us.len() as f64 / b.latencies_us.len().max(1) as f64,
+                    p50(&b) / p50(&a),
+                );
+            }
+        }
+        drop(wasmtime);
+        drop(children);
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+}
+
+/// Prints one result row; whether the run had errors.
+fn report(name: &str, executor: &str, c: usize, duration: Duration, all: &RunStats) -> bool {
+    let n = all.latencies_us.len();
+    println!(
+        "{:<20} {:<8} {:>5} {:>10} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
+        name,
+        executor,
+        c,
+        n,
+        n as f64 / duration.as_secs_f64(),
+        micros(percentile(&all.latencies_us, 0.50)),
+        micros(percentile(&all.latencies_us, 0.99)),
+        micros(all.latencies_us.last().copied().unwrap_or(0)),
+        all.errors
+    );
+    if let Some(e) = &all.first_error {
+        eprintln!("  first error: {e}");
+        return true;
+    }
+    false
+}
+
+impl Args {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         let duration =
             parse_duration(&self.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
@@ -437,6 +658,11 @@ impl Args {
             })
             .collect();
         let mut targets = Vec::new();
+        if let Some(file) = &self.component {
+            return self
+                .component_run(file, &client, &base, children, warmup, duration)
+                .await;
+        }
         for which in &self.only {
             match which.as_str() {
                 "wasm" => {
@@ -530,45 +756,15 @@ impl Args {
         let mut failed = false;
         for (name, executor) in &targets {
             for &c in &self.concurrency {
-                let measure_from = Instant::now() + warmup;
-                let end = measure_from + duration;
-                let path = format!("/run/{name}");
-                let conns: Vec<_> = (0..c)
-                    .map(|_| {
-                        tokio::spawn(connection(
-                            addr.clone(),
-                            path.clone(),
-                            body.clone(),
-                            measure_from,
-                            end,
-                        ))
-                    })
-                    .collect();
-                let mut all = RunStats::default();
-                for conn in conns {
-                    let s = conn.await.context("a bench connection panicked")??;
-                    all.latencies_us.extend(s.latencies_us);
-                    all.errors += s.errors;
-                    all.first_error = all.first_error.or(s.first_error);
-                }
-                all.latencies_us.sort_unstable();
-                let n = all.latencies_us.len();
-                println!(
-                    "{:<20} {:<8} {:>5} {:>10} {:>10.0} {:>9} {:>9} {:>9} {:>7}",
-                    name,
-                    executor,
-                    c,
-                    n,
-                    n as f64 / duration.as_secs_f64(),
-                    micros(percentile(&all.latencies_us, 0.50)),
-                    micros(percentile(&all.latencies_us, 0.99)),
-                    micros(all.latencies_us.last().copied().unwrap_or(0)),
-                    all.errors
-                );
-                if let Some(e) = all.first_error {
-                    eprintln!("  first error: {e}");
-                    failed = true;
-                }
+                let load = Load {
+                    addr: addr.clone(),
+                    method: hyper::Method::POST,
+                    path: format!("/run/{name}"),
+                    body: body.clone(),
+                    expect: body.clone(),
+                };
+                let all = measure(&load, c, warmup, duration).await?;
+                failed |= report(name, executor, c, duration, &all);
             }
         }
         drop(children);
