@@ -260,9 +260,10 @@ pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
             Some(Scope::Invoke)
         }
         ("POST", "/tasks") | ("GET", "/tasks") => Some(Scope::Invoke),
-        ("GET", "/tasks/{id}") | ("GET", "/tasks/{id}/result") | ("DELETE", "/tasks/{id}") => {
-            Some(Scope::Invoke)
-        }
+        ("GET", "/tasks/{id}")
+        | ("GET", "/tasks/{id}/result")
+        | ("GET", "/tasks/{id}/files/{file}")
+        | ("DELETE", "/tasks/{id}") => Some(Scope::Invoke),
         // Deploy, delete, default switch, metrics, and anything new.
         _ => Some(Scope::Admin),
     }

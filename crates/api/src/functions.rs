@@ -28,12 +28,23 @@ fn invalid_manifest(message: String) -> ApiError {
 #[allow(dead_code)]
 pub(crate) struct DeployQuery {
     /// The executor: `wasm` (the default) runs a WebAssembly module; `cgi`
-    /// one that serves HTTP at `/http/{name}` (CGI); `builtin` a native
-    /// function named by the body.
-    #[param(value_type = Option<String>, pattern = "^(wasm|cgi|builtin)$", example = "builtin")]
+    /// one that serves HTTP at `/http/{name}` (CGI); `component` a
+    /// wasi:http proxy component served there; `builtin` a native function
+    /// named by the body.
+    #[param(value_type = Option<String>, pattern = "^(wasm|cgi|component|builtin)$", example = "builtin")]
     executor: Option<String>,
-    /// How input and output reach the code; only `stdio`.
+    /// How input and output reach the code: `stdio` (the default: the
+    /// payload is stdin, stdout the result) or `files` (named files in
+    /// `/input`, the result the files written to `/output`).
     io: Option<colony_core::IoRuntime>,
+    /// With `io=files`: an input file a call must give (letters, digits,
+    /// `.`, `_`, `-`); repeatable. Without any, calls may give any files.
+    #[param(style = Form, explode, max_items = 64, example = json!(["a.txt", "b.txt"]))]
+    input_file: Option<Vec<String>>,
+    /// With `io=files`: an output file collected from `/output`;
+    /// repeatable. Without any, every regular file there is collected.
+    #[param(style = Form, explode, max_items = 64, example = json!(["merged.txt"]))]
+    output_file: Option<Vec<String>>,
     /// Timeout of one invocation, like `500ms`, `2s` or `1m` (default 10 s; at
     /// most the worker's `max_timeout`).
     #[param(example = "2s")]
@@ -116,8 +127,11 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             "io" => {
                 m.io = match &*value {
                     "stdio" => IoRuntime::Stdio,
+                    "files" => IoRuntime::Files,
                     other => {
-                        return Err(bad(format!("unknown I/O runtime {other:?}; known: stdio")));
+                        return Err(bad(format!(
+                            "unknown I/O runtime {other:?}; known: stdio, files"
+                        )));
                     }
                 }
             }
@@ -139,6 +153,8 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
                 m.env.insert(k.to_owned(), v.to_owned());
             }
             "arg" => m.args.push(value.into_owned()),
+            "input_file" => m.inputs.push(value.into_owned()),
+            "output_file" => m.outputs.push(value.into_owned()),
             "dir" => m
                 .dirs
                 .push(colony_core::DirMount::parse(&value).map_err(bad)?),
@@ -180,8 +196,8 @@ pub(crate) fn manifest_from_query(query: &str) -> Result<(Manifest, bool), ApiEr
             }
             _ => {
                 return Err(invalid_manifest(format!(
-                    "unknown parameter `{key}`; known: executor, io, timeout, timeout_ms, memory, output, env, arg, dir, \
-                     max_attempts, retry_on, backoff, max_backoff, concurrency, default"
+                    "unknown parameter `{key}`; known: executor, io, input_file, output_file, timeout, \
+                     timeout_ms, memory, output, env, arg, dir, max_attempts, retry_on, backoff, max_backoff, concurrency, default"
                 )));
             }
         }
@@ -388,7 +404,7 @@ mod tests {
             ("memory=lots", "`memory`"),
             ("env=novalue", "`env`"),
             ("colour=red", "unknown parameter `colour`"),
-            ("io=files", "`io`"),
+            ("io=tape", "`io`"),
         ] {
             let err = manifest_from_query(q).unwrap_err();
             assert_eq!(err.code(), ErrorCode::InvalidManifest);
@@ -402,7 +418,8 @@ mod tests {
     fn query() -> impl Strategy<Value = String> {
         let key = prop_oneof![
             4 => prop::sample::select(vec![
-                "executor", "io", "timeout", "timeout_ms", "memory", "output", "env", "arg", "dir",
+                "executor", "io", "input_file", "output_file", "timeout", "timeout_ms", "memory",
+                "output", "env", "arg", "dir",
                 "max_attempts", "retry_on", "backoff", "max_backoff", "concurrency", "default",
             ])
             .prop_map(str::to_owned),

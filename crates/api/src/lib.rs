@@ -45,6 +45,7 @@
 mod auth;
 mod body;
 mod error;
+mod files;
 mod functions;
 mod gate;
 mod http;
@@ -118,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks", post(tasks::submit).get(tasks::list))
         .route("/tasks/{id}", get(tasks::show).delete(tasks::cancel))
         .route("/tasks/{id}/result", get(tasks::result))
+        .route("/tasks/{id}/files/{file}", get(tasks::file))
         .route("/status", get(status::status))
         .route("/workers", get(status::workers))
         .route("/openapi.json", get(openapi::openapi))

@@ -54,6 +54,7 @@ use crate::auth::Scope;
         crate::tasks::show,
         crate::tasks::cancel,
         crate::tasks::result,
+        crate::tasks::file,
         crate::status::status,
         crate::status::workers,
         metrics,

@@ -9,7 +9,8 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use colony_core::wire::{ErrorBody, SubmitTask, Submitted, TaskInfo, TaskList};
+use colony_core::files::FileSet;
+use colony_core::wire::{ErrorBody, FileInput, SubmitTask, Submitted, TaskInfo, TaskList};
 use colony_core::{ErrorCode, FunctionName, FunctionRef, TaskId, TaskState};
 use colony_worker::Submission;
 use serde::Deserialize;
@@ -118,6 +119,15 @@ pub(crate) async fn submit(
         }
     })?;
     let input = match (req.input, req.input_base64) {
+        (text, b64) if req.files.is_some() => {
+            if text.is_some() || b64.is_some() {
+                return Err(ApiError::bad_request(
+                    "give `files` or `input`/`input_base64`, not both",
+                ));
+            }
+            let files = req.files.unwrap_or_default();
+            input_files(&state, &caller, files).await?
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "give `input` or `input_base64`, not both",
@@ -213,6 +223,50 @@ pub(crate) async fn show(
     Ok(Json(info))
 }
 
+/// A task's input files: content given inline, or output files of
+/// earlier succeeded tasks the caller may see.
+async fn input_files(
+    state: &AppState,
+    caller: &Caller,
+    files: std::collections::BTreeMap<String, FileInput>,
+) -> Result<bytes::Bytes, ApiError> {
+    let mut set = FileSet::new();
+    let mut results: std::collections::HashMap<TaskId, FileSet> = Default::default();
+    for (name, f) in files {
+        let field = |what: &str| ApiError::bad_request(format!("field `files.{name}`: {what}"));
+        let data = match (f.text, f.base64, f.task) {
+            (Some(text), None, None) if f.file.is_none() => bytes::Bytes::from(text),
+            (None, Some(b64), None) if f.file.is_none() => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map(bytes::Bytes::from)
+                .map_err(|e| field(&format!("base64: {e}")))?,
+            (None, None, Some(task)) => {
+                let id = task_id(&task).map_err(|_| field(&format!("{task:?} is not a task id")))?;
+                if !results.contains_key(&id) {
+                    visible(state, caller, &id).await?;
+                    let bytes = state.worker.task_result(&id).await?;
+                    let outputs = FileSet::decode(&bytes).map_err(|_| {
+                        field(&format!("task {id} is not of a files function"))
+                    })?;
+                    results.insert(id.clone(), outputs);
+                }
+                let from = f.file.as_deref().unwrap_or(&name);
+                results[&id]
+                    .get(from)
+                    .cloned()
+                    .ok_or_else(|| field(&format!("task {id} has no output file {from}")))?
+            }
+            _ => {
+                return Err(field(
+                    "give one of `text`, `base64` or `task` (with `file` only beside `task`)",
+                ));
+            }
+        };
+        set.insert(&name, data).map_err(|e| field(&e))?;
+    }
+    Ok(set.encode())
+}
+
 /// `GET /tasks/{id}/result`: the output bytes of a succeeded task.
 #[utoipa::path(
     get,
@@ -239,7 +293,58 @@ pub(crate) async fn result(
     let id = task_id(&id)?;
     visible(&state, &caller, &id).await?;
     let bytes = state.worker.task_result(&id).await?;
+    // The result of a files function: its files, listed.
+    if let Ok(set) = FileSet::decode(&bytes) {
+        return Ok(Json(crate::files::listing(&set)).into_response());
+    }
     let mut resp = (StatusCode::OK, bytes).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+/// `GET /tasks/{id}/files/{file}`: one output file of a succeeded task of
+/// a `files` function.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/files/{file}",
+    operation_id = "get_task_file",
+    summary = "One output file of a succeeded task",
+    tag = "tasks",
+    params(
+        ("id" = TaskId, Path, description = "The task."),
+        ("file" = String, Path, description = "The file's name."),
+    ),
+    responses(
+        (status = 200, description = "The file's content.",
+            content_type = "application/octet-stream", body = inline(RawBytes)),
+        (status = 400, description = "`bad_request`: a malformed id.", body = ErrorBody),
+        (status = 404, description = "`task_not_found`; `result_not_found`: the task has not \
+            succeeded (yet), is not of a `files` function, or wrote no such file.", body = ErrorBody),
+        (status = 500, description = "`internal`.", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn file(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((id, name)) = params?;
+    let id = task_id(&id)?;
+    visible(&state, &caller, &id).await?;
+    let bytes = state.worker.task_result(&id).await?;
+    let not_found = |why: String| {
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ResultNotFound, why)
+    };
+    let set = FileSet::decode(&bytes)
+        .map_err(|_| not_found(format!("task {id} is not of a files function")))?;
+    let data = set
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("task {id} wrote no file {name:?}")))?;
+    let mut resp = (StatusCode::OK, data).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),

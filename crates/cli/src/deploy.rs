@@ -16,9 +16,22 @@ pub(crate) struct Args {
     /// The module (.wasm or .wat); for `--executor builtin`, the builtin's
     /// name (echo, sha256, wordcount).
     file: String,
-    /// The executor: wasm, cgi (an HTTP function served at /http/NAME) or builtin.
+    /// The executor: wasm, cgi (an HTTP function served at /http/NAME),
+    /// component (a wasi:http component served there) or builtin.
     #[arg(long, default_value = "wasm")]
     executor: String,
+    /// The I/O runtime: stdio (payload on stdin, result on stdout) or
+    /// files (named files in /input, the result the files in /output)
+    /// [server default: stdio].
+    #[arg(long, value_name = "RUNTIME")]
+    io: Option<String>,
+    /// With --io files: an input file calls must give (repeatable).
+    #[arg(long = "input-file", value_name = "NAME")]
+    input_files: Vec<String>,
+    /// With --io files: an output file collected from /output
+    /// (repeatable; without any, every file there).
+    #[arg(long = "output-file", value_name = "NAME")]
+    output_files: Vec<String>,
     /// Timeout per call, e.g. 500ms, 2s [server default: 10s].
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
@@ -83,7 +96,9 @@ impl Args {
             .context("--retry-on")?;
         let options = DeployOptions {
             executor: Some(self.executor),
-            io: None,
+            io: self.io,
+            input_files: self.input_files,
+            output_files: self.output_files,
             timeout: self.timeout,
             memory: self.memory,
             output: self.output,

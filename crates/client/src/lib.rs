@@ -106,10 +106,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `None` leaves the server's default.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
-    /// The executor: `wasm` (default) or `builtin`.
+    /// The executor: `wasm` (default), `cgi`, `component` or `builtin`.
     pub executor: Option<String>,
-    /// The I/O runtime: `stdio` (default).
+    /// The I/O runtime: `stdio` (default) or `files`.
     pub io: Option<String>,
+    /// With `io = files`: the input files a call must give.
+    pub input_files: Vec<String>,
+    /// With `io = files`: the output files collected.
+    pub output_files: Vec<String>,
     /// The timeout, as a duration spelling (`500ms`, `2s`).
     pub timeout: Option<String>,
     /// The linear memory cap, as a size spelling (`64MiB`).
@@ -156,6 +160,8 @@ impl DeployOptions {
         q.extend(self.env.iter().map(|e| ("env", e.clone())));
         q.extend(self.args.iter().map(|a| ("arg", a.clone())));
         q.extend(self.dirs.iter().map(|d| ("dir", d.clone())));
+        q.extend(self.input_files.iter().map(|f| ("input_file", f.clone())));
+        q.extend(self.output_files.iter().map(|f| ("output_file", f.clone())));
         if let Some(d) = self.make_default {
             q.push(("default", d.to_string()));
         }

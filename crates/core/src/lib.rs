@@ -24,6 +24,7 @@
 
 pub mod code;
 pub mod failure;
+pub mod files;
 pub mod manifest;
 pub mod name;
 pub mod revision;

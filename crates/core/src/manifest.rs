@@ -66,6 +66,9 @@ pub enum IoRuntime {
     /// The payload is the guest's stdin; its stdout is the result.
     #[default]
     Stdio,
+    /// The payload is named files, staged read-only in `/input`; the
+    /// files the guest writes to `/output` are the result.
+    Files,
 }
 
 /// Resource limits of one invocation, enforced by the executor.
@@ -127,6 +130,14 @@ pub struct Manifest {
     /// when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirMount>,
+    /// With `io = files`: the input files a call must give (any when
+    /// empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// With `io = files`: the files of `/output` that are the result (all
+    /// when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -144,6 +155,8 @@ impl Default for Manifest {
             retry: RetryPolicy::default(),
             concurrency: 0,
             dirs: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 }
@@ -254,6 +267,28 @@ impl Manifest {
                     "dirs",
                     format!("guest {:?} is mounted twice", d.guest),
                 ));
+            }
+        }
+        if self.io != IoRuntime::Files && !(self.inputs.is_empty() && self.outputs.is_empty()) {
+            return Err(invalid("inputs", "inputs and outputs need io = files"));
+        }
+        for (field, names) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
+            if names.len() > crate::files::MAX_FILES {
+                return Err(invalid(
+                    field,
+                    format!("{} files; the limit is {}", names.len(), crate::files::MAX_FILES),
+                ));
+            }
+            for (i, n) in names.iter().enumerate() {
+                if !crate::files::valid_file_name(n) {
+                    return Err(invalid(
+                        field,
+                        format!("{n:?} is not a file name (letters, digits, '.', '_', '-')"),
+                    ));
+                }
+                if names[..i].contains(n) {
+                    return Err(invalid(field, format!("{n} is named twice")));
+                }
             }
         }
         if self.args.len() > MAX_ARGS {

@@ -347,6 +347,62 @@ pub struct SubmitTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = -2147483648_i64, maximum = 2147483647))]
     pub priority: Option<i32>,
+    /// For a function on the `files` I/O runtime: its input files, by
+    /// name (instead of `input`); at most 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<std::collections::BTreeMap<String, FileInput>>,
+}
+
+/// One input file of a task: its content as `text` or `base64`, or an
+/// output file of an earlier succeeded task (`task`, and `file` when its
+/// name there differs).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileInput {
+    /// The content as UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The content as base64 (standard alphabet, padded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            content_encoding = "base64",
+            pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+        )
+    )]
+    pub base64: Option<String>,
+    /// A succeeded task whose output file this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::TaskId>))]
+    pub task: Option<String>,
+    /// With `task`: the name of the file among its outputs (default: the
+    /// same name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// The result of a function on the `files` I/O runtime (a call's answer,
+/// a task's result): the files it wrote to `/output`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FilesResult {
+    /// The files, by name.
+    pub files: Vec<FileOutput>,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileOutput {
+    /// Its name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its content, base64 (standard alphabet, padded).
+    #[cfg_attr(feature = "openapi", schema(content_encoding = "base64"))]
+    pub base64: String,
 }
 
 /// `POST /tasks` answer (202, once the task is durably committed).

@@ -36,6 +36,7 @@ impl Executor for ComponentExecutor {
         code: &[u8],
         manifest: &Manifest,
     ) -> Result<Arc<dyn Runnable>, PrepareError> {
+        crate::executor::stdio_only("component", manifest)?;
         if !manifest.dirs.is_empty() {
             return Err(PrepareError::InvalidCode {
                 reason: "component functions cannot mount directories; use a wasm or cgi \

@@ -58,6 +58,22 @@ pub trait Runnable: Send + Sync + fmt::Debug {
     async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure>;
 }
 
+/// Refuses a manifest whose I/O runtime `executor` does not run.
+pub(crate) fn stdio_only(executor: &str, manifest: &Manifest) -> Result<(), PrepareError> {
+    match manifest.io {
+        colony_core::IoRuntime::Stdio => Ok(()),
+        other => Err(PrepareError::InvalidCode {
+            reason: format!(
+                "the {executor} executor does not run the {} I/O runtime; use executor=wasm",
+                serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+        }),
+    }
+}
+
 /// Maps executor names (a manifest's `executor`) to implementations.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutorRegistry {

@@ -47,6 +47,7 @@ mod component;
 pub mod config;
 mod error;
 mod executor;
+mod files;
 mod metrics;
 mod registry;
 mod scheduler;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use colony_core::{Failure, FunctionName, Limits, Manifest};
+use colony_core::{Failure, FunctionName, IoRuntime, Limits, Manifest};
 use colony_engine::{Engine, Invocation, Preopen, Program};
 
 use crate::executor::{Call, Executor, PrepareError, Runnable};
@@ -15,6 +15,8 @@ pub struct WasmExecutor {
     /// Host directories manifests may mount (canonical paths), and what
     /// is under them.
     allowed_dirs: Vec<std::path::PathBuf>,
+    /// Where calls of `files` functions get their scratch directories.
+    scratch: Option<std::path::PathBuf>,
 }
 
 impl WasmExecutor {
@@ -23,7 +25,15 @@ impl WasmExecutor {
         Self {
             engine,
             allowed_dirs: Vec::new(),
+            scratch: None,
         }
+    }
+
+    /// Runs `files` functions with scratch directories under `dir` (which
+    /// must exist); without one they are refused at deploy.
+    pub fn with_scratch(mut self, dir: std::path::PathBuf) -> Self {
+        self.scratch = Some(dir);
+        self
     }
 
     /// Lets manifests mount these host directories and what is under them.
@@ -181,18 +191,43 @@ impl Executor for WasmExecutor {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(Arc::new(WasmRunnable {
+        let runnable = WasmRunnable {
             program,
             argv,
             env,
             limits: manifest.limits,
             dirs,
-        }))
+        };
+        match manifest.io {
+            IoRuntime::Stdio => Ok(Arc::new(runnable)),
+            IoRuntime::Files => {
+                let scratch = self.scratch.clone().ok_or_else(|| {
+                    PrepareError::Internal("this worker has no scratch directory".into())
+                })?;
+                if let Some(d) = manifest
+                    .dirs
+                    .iter()
+                    .find(|d| d.guest == "/" || d.guest.starts_with("/input") || d.guest.starts_with("/output"))
+                {
+                    return Err(PrepareError::InvalidCode {
+                        reason: format!(
+                            "directory {}: a files function's /input and /output are its own",
+                            d.guest
+                        ),
+                    });
+                }
+                Ok(Arc::new(crate::files::FilesRunnable::new(
+                    runnable,
+                    scratch,
+                    manifest.outputs.clone(),
+                )))
+            }
+        }
     }
 }
 
 #[derive(Debug)]
-struct WasmRunnable {
+pub(crate) struct WasmRunnable {
     program: Program,
     argv: Vec<String>,
     env: Vec<(String, String)>,
@@ -203,6 +238,25 @@ struct WasmRunnable {
 #[async_trait::async_trait]
 impl Runnable for WasmRunnable {
     async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure> {
+        let stdin = call.input.clone();
+        Ok(self.run_with(call, stdin, &[]).await?.stdout)
+    }
+}
+
+impl WasmRunnable {
+    /// The output cap.
+    pub(crate) fn output_bytes(&self) -> u64 {
+        self.limits.output_bytes
+    }
+
+    /// Runs one call with `stdin` and, beside the manifest's mounts, the
+    /// preopens `extra`.
+    pub(crate) async fn run_with(
+        &self,
+        call: Call<'_>,
+        stdin: Bytes,
+        extra: &[Preopen],
+    ) -> Result<colony_engine::Output, Failure> {
         let merged;
         let env = if call.env.is_empty() {
             &self.env
@@ -219,7 +273,8 @@ impl Runnable for WasmRunnable {
         };
         // Opened for this call; held until it ends.
         let mut held = Vec::with_capacity(self.dirs.len());
-        let mut dirs = Vec::with_capacity(self.dirs.len());
+        let mut dirs = Vec::with_capacity(self.dirs.len() + extra.len());
+        dirs.extend_from_slice(extra);
         for m in &self.dirs {
             let (fd, preopen) = m.open().map_err(|e| Failure::Internal {
                 message: format!(
@@ -230,10 +285,9 @@ impl Runnable for WasmRunnable {
             held.push(fd);
             dirs.push(preopen);
         }
-        let out = self
-            .program
+        self.program
             .run(Invocation {
-                stdin: call.input,
+                stdin,
                 argv: &self.argv,
                 env,
                 limits: Limits {
@@ -243,7 +297,6 @@ impl Runnable for WasmRunnable {
                 cancel: call.cancel,
                 dirs: &dirs,
             })
-            .await?;
-        Ok(out.stdout)
+            .await
     }
 }

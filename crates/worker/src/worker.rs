@@ -36,6 +36,36 @@ use crate::wasm::WasmExecutor;
 /// Executors whose functions `/http` serves.
 const HTTP_EXECUTORS: [&str; 2] = ["cgi", "component"];
 
+/// Checks the payload of a call or task of a `files` function: a file set
+/// with the files its manifest names (when it names them).
+fn check_files_input(manifest: &Manifest, input: &Bytes) -> Result<()> {
+    if manifest.io != colony_core::IoRuntime::Files {
+        return Ok(());
+    }
+    let set = colony_core::files::FileSet::decode(input).map_err(|e| {
+        Error::BadRequest(format!(
+            "this function takes named files (io=files): {e}; send multipart/form-data with \
+             one part per file, or `files` in a task"
+        ))
+    })?;
+    if manifest.inputs.is_empty() {
+        return Ok(());
+    }
+    if let Some(missing) = manifest.inputs.iter().find(|n| set.get(n).is_none()) {
+        return Err(Error::BadRequest(format!(
+            "input file {missing} is missing; this function takes {}",
+            manifest.inputs.join(", ")
+        )));
+    }
+    if let Some((extra, _)) = set.iter().find(|(n, _)| !manifest.inputs.iter().any(|i| i == n)) {
+        return Err(Error::BadRequest(format!(
+            "input file {extra} is not one this function takes ({})",
+            manifest.inputs.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a call or task with no HTTP request for a function that only
 /// serves HTTP (a wasi:http component).
 fn refuse_http_only(rev: &RevisionEntry) -> Result<()> {
@@ -241,7 +271,15 @@ impl Worker {
         })
         .map_err(Error::internal)?;
         let mut executors = ExecutorRegistry::new();
-        let wasm = WasmExecutor::new(engine.clone()).with_allowed_dirs(&config.allowed_dirs);
+        // Scratch directories of `files` calls: what a crash left is gone.
+        let scratch = data.join("scratch");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).map_err(|e| {
+            Error::Internal(format!("cannot create {}: {e}", scratch.display()))
+        })?;
+        let wasm = WasmExecutor::new(engine.clone())
+            .with_allowed_dirs(&config.allowed_dirs)
+            .with_scratch(scratch);
         executors.register("wasm", Arc::new(wasm.clone()));
         executors.register("builtin", Arc::new(BuiltinExecutor::default()));
         // WASI command modules whose stdout is a CGI response (`/http`).
@@ -578,6 +616,11 @@ impl Worker {
         }
     }
 
+    /// The I/O runtime of the revision `target` names now.
+    pub fn io_of(&self, target: &FunctionRef) -> Result<colony_core::IoRuntime> {
+        Ok(self.index.resolve(target)?.row.manifest.io)
+    }
+
     /// Runs a call on this worker, waiting for a slot here.
     pub(crate) async fn invoke_here(
         &self,
@@ -590,6 +633,7 @@ impl Worker {
         if env.is_empty() {
             refuse_http_only(&rev)?;
         }
+        check_files_input(&rev.row.manifest, &input)?;
         // One deadline for both waits (the function's own limit, then a
         // worker slot): a call waits at most `max_queue_wait` in all.
         let asked = Instant::now();
@@ -981,6 +1025,7 @@ impl Worker {
         }
         let rev = self.index.resolve(&s.target)?;
         refuse_http_only(&rev)?;
+        check_files_input(&rev.row.manifest, &s.input)?;
         let max_attempts = s
             .max_attempts
             .unwrap_or(rev.row.manifest.retry.max_attempts);

@@ -19,6 +19,7 @@ mod cgi;
 mod component;
 mod conn;
 mod dirs;
+mod files;
 mod hostile;
 mod metrics;
 mod openapi;
@@ -114,6 +115,11 @@ impl Api {
     }
 
     /// Sends a request built by the caller (for headers of its own).
+    /// The worker's data directory.
+    fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     async fn request(&self, req: Request<Body>) -> Reply {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();

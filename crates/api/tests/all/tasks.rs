@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use super::{Api, Reply};
 
 impl Api {
-    async fn submit(&self, body: Value) -> Reply {
+    pub(crate) async fn submit(&self, body: Value) -> Reply {
         self.send("POST", "/tasks", body.to_string()).await
     }
 
     /// Submits and returns the id, asserting a 202.
-    async fn submit_ok(&self, body: Value) -> String {
+    pub(crate) async fn submit_ok(&self, body: Value) -> String {
         let r = self.submit(body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
         let v = r.json();
@@ -34,7 +34,7 @@ impl Api {
     }
 
     /// Long-polls until the task is terminal.
-    async fn finished(&self, id: &str) -> Value {
+    pub(crate) async fn finished(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self
