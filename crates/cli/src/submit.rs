@@ -7,7 +7,7 @@ use anyhow::Context;
 use base64::Engine;
 use colony_core::TaskState;
 use colony_core::units::parse_duration;
-use colony_core::wire::SubmitTask;
+use colony_core::wire::{FileInput, SubmitTask};
 
 use crate::ServerArg;
 use crate::input::InputArgs;
@@ -19,6 +19,12 @@ pub(crate) struct Args {
     target: String,
     #[command(flatten)]
     input: InputArgs,
+    /// For a function on the files I/O runtime: an input file, from a
+    /// local file (NAME=@PATH), as text (NAME=TEXT), or an output file of
+    /// an earlier task (NAME=task:ID, or NAME=task:ID:FILE when it is
+    /// named FILE there); repeatable.
+    #[arg(long = "in", value_name = "NAME=SOURCE")]
+    files: Vec<String>,
     /// Wait for the task to finish: write its result to stdout, or its
     /// error to stderr (exiting with the guest's exit status).
     #[arg(long)]
@@ -48,6 +54,36 @@ pub(crate) struct Args {
     server: ServerArg,
 }
 
+/// One `--in NAME=SOURCE`.
+fn file_input(spec: &str) -> anyhow::Result<(String, FileInput)> {
+    let (name, source) = spec
+        .split_once('=')
+        .context("expected NAME=@PATH, NAME=TEXT or NAME=task:ID[:FILE]")?;
+    let input = if let Some(path) = source.strip_prefix('@') {
+        let data = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+        FileInput {
+            base64: Some(base64::engine::general_purpose::STANDARD.encode(data)),
+            ..Default::default()
+        }
+    } else if let Some(reference) = source.strip_prefix("task:") {
+        let (task, file) = match reference.split_once(':') {
+            Some((t, f)) => (t, Some(f.to_owned())),
+            None => (reference, None),
+        };
+        FileInput {
+            task: Some(task.to_owned()),
+            file,
+            ..Default::default()
+        }
+    } else {
+        FileInput {
+            text: Some(source.to_owned()),
+            ..Default::default()
+        }
+    };
+    Ok((name.to_owned(), input))
+}
+
 impl Args {
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         let wait_timeout = parse_duration(&self.wait_timeout)
@@ -59,13 +95,26 @@ impl Args {
             .transpose()
             .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let input = self.input.read()?;
-        let (input, input_base64) = match String::from_utf8(input) {
-            Ok(text) => (Some(text), None),
-            Err(e) => (
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
-            ),
+        let files = if self.files.is_empty() {
+            None
+        } else {
+            Some(
+                self.files
+                    .iter()
+                    .map(|f| file_input(f).with_context(|| format!("--in {f}")))
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        };
+        let (input, input_base64) = if files.is_some() {
+            (None, None)
+        } else {
+            match String::from_utf8(self.input.read()?) {
+                Ok(text) => (Some(text), None),
+                Err(e) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes())),
+                ),
+            }
         };
         let task = SubmitTask {
             function: self.target,
@@ -75,6 +124,7 @@ impl Args {
             max_attempts: self.max_attempts,
             timeout_ms,
             priority: self.priority,
+            files,
         };
         let client = self.server.client()?;
         let submitted = client.submit(&task).await?;
