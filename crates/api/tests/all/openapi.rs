@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/tasks", &["post", "get"]),
     ("/tasks/{id}", &["get", "delete"]),
     ("/tasks/{id}/result", &["get"]),
+    ("/tasks/{id}/files/{file}", &["get"]),
     ("/status", &["get"]),
     ("/workers", &["get"]),
     ("/metrics", &["get"]),
@@ -81,6 +82,7 @@ fn concrete(path: &str) -> String {
     path.replace("{target}", "ghost")
         .replace("{name}", "ghost")
         .replace("{id}", "01k00000000000000000000000")
+        .replace("{file}", "out.txt")
 }
 
 #[tokio::test]
