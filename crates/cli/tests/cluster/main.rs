@@ -1383,6 +1383,100 @@ async fn a_gateway_forwards_http_functions_with_their_request() {
     assert_eq!(cg.status().await.unwrap().invocations.succeeded, 0);
 }
 
+/// A wasi:http component called at a gateway runs on a worker; a files
+/// task submitted at the gateway runs on the worker, and its output file
+/// feeds a second task submitted to the worker, read back at the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_and_files_functions_work_across_the_cluster() {
+    use colony_core::wire::{FileInput, FilesResult};
+    let _serial = SERIAL.lock().await;
+    let nats = NatsServer::start();
+    let gateway = worker(&nats, &["--role", "gateway"]);
+    let runner = worker(&nats, &[]);
+    let (cg, cr) = (client(&gateway), client(&runner));
+    let component = DeployOptions {
+        executor: Some("component".into()),
+        ..Default::default()
+    };
+    cr.deploy("web", guests::c_guest("http-hello"), &component)
+        .await
+        .unwrap();
+    let files = DeployOptions {
+        io: Some("files".into()),
+        input_files: vec!["a.txt".into(), "b.txt".into()],
+        ..Default::default()
+    };
+    cr.deploy("merge", guests::c_guest("merge"), &files)
+        .await
+        .unwrap();
+    known_everywhere(&[&gateway, &runner], "web").await;
+    known_everywhere(&[&gateway, &runner], "merge").await;
+
+    let (status, text) = raw_get(&gateway.url, "/http/web/x?y=1").await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("Hello, world! You asked for /x?y=1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-hello: component"),
+        "{text}"
+    );
+
+    let text_file = |t: &str| FileInput {
+        text: Some(t.to_owned()),
+        ..Default::default()
+    };
+    let first = cg
+        .submit(&SubmitTask {
+            function: "merge".into(),
+            files: Some(
+                [
+                    ("a.txt".to_owned(), text_file("one ")),
+                    ("b.txt".to_owned(), text_file("two")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = first.id.as_str().to_owned();
+    let info = cg.wait_task(&first, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(info.state, TaskState::Succeeded, "{info:?}");
+    let reference = FileInput {
+        task: Some(first.clone()),
+        file: Some("merged.txt".into()),
+        ..Default::default()
+    };
+    let second = cr
+        .submit(&SubmitTask {
+            function: "merge".into(),
+            files: Some(
+                [
+                    ("a.txt".to_owned(), reference.clone()),
+                    ("b.txt".to_owned(), reference),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = second.id.as_str().to_owned();
+    let info = cr.wait_task(&second, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(info.state, TaskState::Succeeded, "{info:?}");
+    let listing: FilesResult =
+        serde_json::from_slice(&cg.task_result(&second).await.unwrap()).unwrap();
+    let merged = listing
+        .files
+        .iter()
+        .find(|f| f.name == "merged.txt")
+        .unwrap_or_else(|| panic!("no merged.txt: {listing:?}"));
+    use base64::Engine as _;
+    let merged = base64::engine::general_purpose::STANDARD
+        .decode(&merged.base64)
+        .unwrap();
+    assert_eq!(merged, b"one twoone two");
+}
+
 /// A worker started with an ack wait, heartbeat or task TTL other than
 /// the cluster's refuses to start, naming the cluster's value and the
 /// flag to fix; the running worker is not disturbed.
