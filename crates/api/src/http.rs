@@ -168,6 +168,9 @@ async fn serve(
         script_name: format!("/http/{target}"),
         path_info,
         query: uri.query().unwrap_or("").to_owned(),
+        request_uri: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
         headers: headers
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))

@@ -126,7 +126,7 @@ pub(crate) async fn submit(
                 ));
             }
             let files = req.files.unwrap_or_default();
-            input_files(&state, &caller, files).await?
+            input_files(&state, &caller, files, limit).await?
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -229,8 +229,10 @@ async fn input_files(
     state: &AppState,
     caller: &Caller,
     files: std::collections::BTreeMap<String, FileInput>,
+    limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
     let mut set = FileSet::new();
+    let mut total = 0usize;
     let mut results: std::collections::HashMap<TaskId, FileSet> = Default::default();
     for (name, f) in files {
         let field = |what: &str| ApiError::bad_request(format!("field `files.{name}`: {what}"));
@@ -262,6 +264,12 @@ async fn input_files(
                 ));
             }
         };
+        // Refused before anything is copied: files referenced many times
+        // would otherwise add up far past the limit.
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(too_large(limit));
+        }
         set.insert(&name, data).map_err(|e| field(&e))?;
     }
     Ok(set.encode())

@@ -269,6 +269,15 @@ impl Manifest {
                 ));
             }
         }
+        if self.io == IoRuntime::Files && self.executor != "wasm" {
+            return Err(invalid(
+                "io",
+                format!(
+                    "the files I/O runtime runs on executor wasm, not {}",
+                    self.executor
+                ),
+            ));
+        }
         if self.io != IoRuntime::Files && !(self.inputs.is_empty() && self.outputs.is_empty()) {
             return Err(invalid("inputs", "inputs and outputs need io = files"));
         }

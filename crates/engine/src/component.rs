@@ -165,18 +165,20 @@ impl HttpComponent {
         Guard::arm(&mut store, |h: &mut ComponentHost| &mut h.guard);
         let backstop = store.data().guard.backstop(&self.engine);
 
+        // The path as it came (still percent-encoded); the authority from
+        // the Host header, as `wasmtime serve` does.
+        let path = http::uri::PathAndQuery::try_from(request.path_with_query.as_str())
+            .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
         let mut builder = http::Request::builder()
             .method(request.method.as_str())
-            .uri(
-                http::Uri::builder()
-                    .scheme("http")
-                    .authority(request.authority.as_str())
-                    .path_and_query(request.path_with_query.as_str())
-                    .build()
-                    .map_err(|e| internal("cannot build the request's URI", &e))?,
-            );
+            .uri(path);
+        let mut has_host = false;
         for (k, v) in &request.headers {
+            has_host |= k.eq_ignore_ascii_case("host");
             builder = builder.header(k.as_str(), v.as_str());
+        }
+        if !has_host {
+            builder = builder.header("host", request.authority.as_str());
         }
         let req = builder
             .body(Full::new(request.body))
@@ -312,5 +314,5 @@ impl HttpComponent {
 
 /// An error code as a guest set it, in words.
 fn describe(code: &ErrorCode) -> String {
-    format!("{code:?}")
+    crate::guard::bounded(format!("{code:?}"))
 }

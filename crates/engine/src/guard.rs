@@ -56,6 +56,7 @@ impl Guard {
             cap: MemoryCap {
                 limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
                 exceeded: false,
+                total: 0,
             },
             deadline: Instant::now() + limits.timeout(),
             cancel: cancel.cloned(),
@@ -143,15 +144,8 @@ pub(crate) async fn cancelled(token: Option<&CancellationToken>) {
     }
 }
 
-fn trap_message(e: &wasmtime::Error) -> String {
-    let mut msg = e.root_cause().to_string();
-    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
-        let bt = bt.to_string();
-        if !bt.trim().is_empty() {
-            msg.push('\n');
-            msg.push_str(bt.trim_end());
-        }
-    }
+/// `msg` cut to at most [`MAX_TRAP_MESSAGE`] bytes.
+pub(crate) fn bounded(mut msg: String) -> String {
     if msg.len() > MAX_TRAP_MESSAGE {
         let mut cut = MAX_TRAP_MESSAGE;
         while !msg.is_char_boundary(cut) {
@@ -161,4 +155,16 @@ fn trap_message(e: &wasmtime::Error) -> String {
         msg.push('…');
     }
     msg
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    let mut msg = e.root_cause().to_string();
+    if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        let bt = bt.to_string();
+        if !bt.trim().is_empty() {
+            msg.push('\n');
+            msg.push_str(bt.trim_end());
+        }
+    }
+    bounded(msg)
 }

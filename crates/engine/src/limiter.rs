@@ -12,6 +12,8 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 pub(crate) struct MemoryCap {
     pub(crate) limit: usize,
     pub(crate) exceeded: bool,
+    /// The bytes of all the store's memories (a component may have two).
+    pub(crate) total: usize,
 }
 
 /// The error that traps a guest growing past its cap.
@@ -22,14 +24,18 @@ pub(crate) struct MemoryLimitExceeded(pub(crate) usize);
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self
+            .total
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.limit {
             self.exceeded = true;
             return Err(wasmtime::Error::new(MemoryLimitExceeded(self.limit)));
         }
+        self.total = total;
         Ok(true)
     }
 

@@ -41,6 +41,9 @@ pub struct CgiRequest {
     pub path_info: String,
     /// The query string, without `?`.
     pub query: String,
+    /// The request's path and query as received (still percent-encoded),
+    /// `REQUEST_URI`; empty when unknown.
+    pub request_uri: String,
     /// Request headers (names as received).
     pub headers: Vec<(String, String)>,
     /// The host the request was addressed to, and its port.
@@ -73,6 +76,7 @@ impl CgiRequest {
             ("SCRIPT_NAME".to_owned(), self.script_name.clone()),
             ("PATH_INFO".to_owned(), self.path_info.clone()),
             ("QUERY_STRING".to_owned(), self.query.clone()),
+            ("REQUEST_URI".to_owned(), self.request_uri.clone()),
             (
                 "CONTENT_LENGTH".to_owned(),
                 if self.body.is_empty() {

@@ -112,13 +112,24 @@ pub(crate) fn request_from_cgi(env: &[(String, String)], body: Bytes) -> Option<
     if method.is_empty() {
         return None;
     }
-    let path = match var("PATH_INFO") {
-        "" => "/",
-        p => p,
-    };
-    let path_with_query = match var("QUERY_STRING") {
-        "" => path.to_owned(),
-        q => format!("{path}?{q}"),
+    // The path below the mount point as received (percent-encoding
+    // kept), from `REQUEST_URI` (`/http/{target}/{rest}?{query}`).
+    let path_with_query = match var("REQUEST_URI").strip_prefix("/http/") {
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(at) if rest[at..].starts_with('/') => rest[at..].to_owned(),
+            Some(at) => format!("/{}", &rest[at..]),
+            None => "/".to_owned(),
+        },
+        None => {
+            let path = match var("PATH_INFO") {
+                "" => "/",
+                p => p,
+            };
+            match var("QUERY_STRING") {
+                "" => path.to_owned(),
+                q => format!("{path}?{q}"),
+            }
+        }
     };
     let authority = match var("HTTP_HOST") {
         "" => format!("{}:{}", var("SERVER_NAME"), var("SERVER_PORT")),
@@ -173,6 +184,7 @@ mod tests {
             script_name: "/http/hello".into(),
             path_info: "/a/b".into(),
             query: "x=1&y=2".into(),
+            request_uri: "/http/hello/a/b?x=1&y=2".into(),
             headers: vec![
                 ("Host".into(), "example.com:8080".into()),
                 ("Content-Type".into(), "text/plain".into()),

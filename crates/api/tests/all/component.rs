@@ -151,3 +151,18 @@ async fn modules_and_components_are_refused_on_each_others_executor() {
     r.expect_error(StatusCode::BAD_REQUEST, "invalid_module");
     api.still_serving().await;
 }
+
+#[tokio::test]
+async fn the_component_sees_the_path_as_sent() {
+    let (api, _) = hello("").await;
+    for (uri, seen) in [
+        ("/http/hello/a%20b", "/a%20b"),
+        ("/http/hello/a%3Fb?c=d", "/a%3Fb?c=d"),
+        ("/http/hello/x%2Fy/%23z", "/x%2Fy/%23z"),
+        ("/http/hello?q=1", "/?q=1"),
+    ] {
+        let r = api.send("GET", uri, Body::empty()).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
+        assert_eq!(r.text(), format!("Hello, world! You asked for {seen}\n"), "{uri}");
+    }
+}

@@ -232,3 +232,38 @@ async fn a_guest_cannot_reach_outside_its_input_and_output() {
     let scratch = api.data_dir().join("scratch");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_files_referenced_many_times_are_refused_past_the_body_limit() {
+    let api = merge_api("&output=16MiB").await;
+    let big = "x".repeat(9 << 20);
+    let first = api
+        .submit_ok(json!({"function": "merge", "files": {
+            "a.txt": {"text": big}, "b.txt": {"text": ""},
+        }}))
+        .await;
+    assert_eq!(api.finished(&first).await["state"], "succeeded");
+    let r = api
+        .submit(json!({"function": "merge", "files": {
+            "a.txt": {"task": first, "file": "merged.txt"},
+            "b.txt": {"task": first, "file": "merged.txt"},
+        }}))
+        .await;
+    r.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+}
+
+#[tokio::test]
+async fn files_go_with_the_wasm_executor_only() {
+    let api = Api::new().await;
+    for executor in ["cgi", "builtin", "component"] {
+        let r = api
+            .send(
+                "PUT",
+                &format!("/functions/x?executor={executor}&io=files"),
+                "echo",
+            )
+            .await;
+        let v = r.expect_error(StatusCode::BAD_REQUEST, "invalid_manifest");
+        assert!(v["message"].as_str().unwrap().contains("executor wasm"), "{v}");
+    }
+}
