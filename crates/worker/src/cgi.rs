@@ -261,6 +261,7 @@ mod tests {
             script_name: "/http/hello".into(),
             path_info: "/a/b".into(),
             query: "x=1".into(),
+            request_uri: "/http/hello/a/b?x=1".into(),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
                 ("X-Custom".into(), "v".into()),
