@@ -100,7 +100,9 @@ impl WasmtimeServe {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let child = tokio::process::Command::new(bin)
-            .args(["serve", "--addr", &addr])
+            // -Scli: components built with Rust std import wasi:cli (Colony
+            // always links it).
+            .args(["serve", "-Scli", "--addr", &addr])
             .arg(component)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
