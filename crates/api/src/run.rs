@@ -1,10 +1,10 @@
 //! `POST /run/{name}` and `POST /run/{name}@{rev}`.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::Json;
 use axum::response::{IntoResponse, Response};
 use colony_core::files::FileSet;
 use colony_core::wire::{ErrorBody, FilesResult};

@@ -238,18 +238,20 @@ async fn input_files(
         let field = |what: &str| ApiError::bad_request(format!("field `files.{name}`: {what}"));
         let data = match (f.text, f.base64, f.task) {
             (Some(text), None, None) if f.file.is_none() => bytes::Bytes::from(text),
-            (None, Some(b64), None) if f.file.is_none() => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map(bytes::Bytes::from)
-                .map_err(|e| field(&format!("base64: {e}")))?,
+            (None, Some(b64), None) if f.file.is_none() => {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| field(&format!("base64: {e}")))?
+            }
             (None, None, Some(task)) => {
-                let id = task_id(&task).map_err(|_| field(&format!("{task:?} is not a task id")))?;
+                let id =
+                    task_id(&task).map_err(|_| field(&format!("{task:?} is not a task id")))?;
                 if !results.contains_key(&id) {
                     visible(state, caller, &id).await?;
                     let bytes = state.worker.task_result(&id).await?;
-                    let outputs = FileSet::decode(&bytes).map_err(|_| {
-                        field(&format!("task {id} is not of a files function"))
-                    })?;
+                    let outputs = FileSet::decode(&bytes)
+                        .map_err(|_| field(&format!("task {id} is not of a files function")))?;
                     results.insert(id.clone(), outputs);
                 }
                 let from = f.file.as_deref().unwrap_or(&name);
@@ -343,9 +345,8 @@ pub(crate) async fn file(
     let id = task_id(&id)?;
     visible(&state, &caller, &id).await?;
     let bytes = state.worker.task_result(&id).await?;
-    let not_found = |why: String| {
-        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ResultNotFound, why)
-    };
+    let not_found =
+        |why: String| ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ResultNotFound, why);
     let set = FileSet::decode(&bytes)
         .map_err(|_| not_found(format!("task {id} is not of a files function")))?;
     let data = set

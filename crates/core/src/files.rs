@@ -164,7 +164,17 @@ mod tests {
     #[test]
     fn bad_names_repeats_and_torn_sets_are_refused() {
         let mut s = FileSet::new();
-        for bad in ["", ".", "..", "a/b", "../x", "/etc", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "/etc",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(s.insert(bad, Bytes::new()).is_err(), "{bad:?}");
         }
         s.insert("a", Bytes::new()).unwrap();
@@ -181,7 +191,9 @@ mod tests {
         let mut evil = FileSet::new();
         evil.insert("aa.txt", Bytes::new()).unwrap();
         let evil = evil.encode().to_vec();
-        let evil = String::from_utf8_lossy(&evil).replace("aa.txt", "../etc").into_bytes();
+        let evil = String::from_utf8_lossy(&evil)
+            .replace("aa.txt", "../etc")
+            .into_bytes();
         assert!(FileSet::decode(&Bytes::from(evil)).is_err());
     }
 }

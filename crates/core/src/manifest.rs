@@ -285,7 +285,11 @@ impl Manifest {
             if names.len() > crate::files::MAX_FILES {
                 return Err(invalid(
                     field,
-                    format!("{} files; the limit is {}", names.len(), crate::files::MAX_FILES),
+                    format!(
+                        "{} files; the limit is {}",
+                        names.len(),
+                        crate::files::MAX_FILES
+                    ),
                 ));
             }
             for (i, n) in names.iter().enumerate() {

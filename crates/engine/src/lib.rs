@@ -37,9 +37,9 @@ mod limiter;
 mod program;
 mod stdio;
 
+pub use component::{HttpComponent, HttpRequest, HttpResponse};
 pub use config::{DEFAULT_EPOCH_TICK, DEFAULT_INSTANCES, DEFAULT_MAX_MEMORY_BYTES, EngineConfig};
 pub use engine::{Engine, EngineStats};
-pub use component::{HttpComponent, HttpRequest, HttpResponse};
 pub use error::{Error, Result};
 pub use program::{Invocation, Output, Preopen, Program};
 pub use tokio_util::sync::CancellationToken;

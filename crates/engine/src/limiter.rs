@@ -28,9 +28,7 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .total
-            .saturating_add(desired.saturating_sub(current));
+        let total = self.total.saturating_add(desired.saturating_sub(current));
         if total > self.limit {
             self.exceeded = true;
             return Err(wasmtime::Error::new(MemoryLimitExceeded(self.limit)));

@@ -140,11 +140,10 @@ impl Program {
                 () = cancelled(cancel) => Outcome::Cancelled,
             }
         };
-        let result =
-            store
-                .data()
-                .guard
-                .judge(outcome, &limits, stdout.overflowed(), || stderr.text());
+        let result = store
+            .data()
+            .guard
+            .judge(outcome, &limits, stdout.overflowed(), || stderr.text());
         drop(store);
         result.map(|()| Output {
             stdout: stdout.take(),

@@ -44,15 +44,12 @@ impl Executor for ComponentExecutor {
                     .to_owned(),
             });
         }
-        let component = self
-            .engine
-            .prepare_component(code)
-            .map_err(|e| match e {
-                colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
-                _ => PrepareError::InvalidCode {
-                    reason: e.to_string(),
-                },
-            })?;
+        let component = self.engine.prepare_component(code).map_err(|e| match e {
+            colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
+            _ => PrepareError::InvalidCode {
+                reason: e.to_string(),
+            },
+        })?;
         let env = manifest
             .env
             .iter()

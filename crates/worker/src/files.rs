@@ -42,8 +42,8 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Failure {
 #[async_trait::async_trait]
 impl Runnable for FilesRunnable {
     async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure> {
-        let inputs = FileSet::decode(&call.input)
-            .map_err(|e| internal("the input is not a file set", e))?;
+        let inputs =
+            FileSet::decode(&call.input).map_err(|e| internal("the input is not a file set", e))?;
         let scratch = self.scratch.clone();
         let (dir, input, output) = tokio::task::spawn_blocking(move || stage(&scratch, &inputs))
             .await
@@ -79,8 +79,13 @@ impl Runnable for FilesRunnable {
 
 /// A fresh scratch directory with `input/` holding `inputs` and an empty
 /// `output/`.
-fn stage(scratch: &Path, inputs: &FileSet) -> std::io::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
-    let dir = tempfile::Builder::new().prefix("call-").tempdir_in(scratch)?;
+fn stage(
+    scratch: &Path,
+    inputs: &FileSet,
+) -> std::io::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let dir = tempfile::Builder::new()
+        .prefix("call-")
+        .tempdir_in(scratch)?;
     let input = dir.path().join("input");
     let output = dir.path().join("output");
     std::fs::create_dir(&input)?;

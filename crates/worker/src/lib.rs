@@ -61,6 +61,7 @@ mod worker;
 pub use builtin::{BUILTINS, BuiltinExecutor, BuiltinFn};
 pub use cluster::{ClusterConfig, MIN_NATS_VERSION};
 pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
+pub use component::ComponentExecutor;
 pub use config::WorkerConfig;
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
@@ -68,6 +69,5 @@ pub use metrics::Metrics;
 pub use tasks::{
     DEFAULT_RESULT_INLINE_MAX, DEFAULT_SWEEP_INTERVAL, DEFAULT_TASK_TTL, Submission, TaskConfig,
 };
-pub use component::ComponentExecutor;
 pub use wasm::WasmExecutor;
 pub use worker::{Invoked, Worker};

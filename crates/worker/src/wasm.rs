@@ -204,11 +204,11 @@ impl Executor for WasmExecutor {
                 let scratch = self.scratch.clone().ok_or_else(|| {
                     PrepareError::Internal("this worker has no scratch directory".into())
                 })?;
-                if let Some(d) = manifest
-                    .dirs
-                    .iter()
-                    .find(|d| d.guest == "/" || d.guest.starts_with("/input") || d.guest.starts_with("/output"))
-                {
+                if let Some(d) = manifest.dirs.iter().find(|d| {
+                    d.guest == "/"
+                        || d.guest.starts_with("/input")
+                        || d.guest.starts_with("/output")
+                }) {
                     return Err(PrepareError::InvalidCode {
                         reason: format!(
                             "directory {}: a files function's /input and /output are its own",

@@ -57,7 +57,10 @@ fn check_files_input(manifest: &Manifest, input: &Bytes) -> Result<()> {
             manifest.inputs.join(", ")
         )));
     }
-    if let Some((extra, _)) = set.iter().find(|(n, _)| !manifest.inputs.iter().any(|i| i == n)) {
+    if let Some((extra, _)) = set
+        .iter()
+        .find(|(n, _)| !manifest.inputs.iter().any(|i| i == n))
+    {
         return Err(Error::BadRequest(format!(
             "input file {extra} is not one this function takes ({})",
             manifest.inputs.join(", ")
@@ -274,9 +277,8 @@ impl Worker {
         // Scratch directories of `files` calls: what a crash left is gone.
         let scratch = data.join("scratch");
         let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch).map_err(|e| {
-            Error::Internal(format!("cannot create {}: {e}", scratch.display()))
-        })?;
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", scratch.display())))?;
         let wasm = WasmExecutor::new(engine.clone())
             .with_allowed_dirs(&config.allowed_dirs)
             .with_scratch(scratch);

@@ -75,7 +75,10 @@ async fn a_trapping_component_is_a_500_and_the_worker_keeps_serving() {
     let r = api.send("GET", "/http/hello/trap", Body::empty()).await;
     r.expect_error(StatusCode::INTERNAL_SERVER_ERROR, "guest_trap");
     assert!(
-        r.json()["message"].as_str().unwrap().contains("unreachable")
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
             || r.json()["stderr_tail"]
                 .as_str()
                 .is_some_and(|t| t.contains("asked to trap")),
@@ -163,6 +166,10 @@ async fn the_component_sees_the_path_as_sent() {
     ] {
         let r = api.send("GET", uri, Body::empty()).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text());
-        assert_eq!(r.text(), format!("Hello, world! You asked for {seen}\n"), "{uri}");
+        assert_eq!(
+            r.text(),
+            format!("Hello, world! You asked for {seen}\n"),
+            "{uri}"
+        );
     }
 }

@@ -67,8 +67,12 @@ fn file(name: &str, data: &str) -> (String, Vec<u8>) {
 
 async fn merge_api(extra: &str) -> Api {
     let api = Api::new().await;
-    api.deploy("merge", &format!("{MERGE}{extra}"), guests::c_guest("merge"))
-        .await;
+    api.deploy(
+        "merge",
+        &format!("{MERGE}{extra}"),
+        guests::c_guest("merge"),
+    )
+    .await;
     api
 }
 
@@ -79,14 +83,22 @@ async fn merge_runs_as_a_call_with_multipart_files() {
         .run_files("merge", &[("a.txt", b"hello, "), ("b.txt", b"world\n")])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(
         files_of(&r.json()),
-        vec![file("count.txt", "13\n"), file("merged.txt", "hello, world\n")]
+        vec![
+            file("count.txt", "13\n"),
+            file("merged.txt", "hello, world\n")
+        ]
     );
     // Binary content of any size within the limits goes through untouched.
     let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
-    let r = api.run_files("merge", &[("b.txt", b"\0end"), ("a.txt", &a)]).await;
+    let r = api
+        .run_files("merge", &[("b.txt", b"\0end"), ("a.txt", &a)])
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let got = files_of(&r.json());
     let mut want = a.clone();
@@ -114,7 +126,11 @@ async fn merge_runs_as_a_task_and_its_output_feeds_the_next_task() {
         vec![file("count.txt", "8\n"), file("merged.txt", "one two\n")]
     );
     let r = api
-        .send("GET", &format!("/tasks/{first}/files/merged.txt"), Body::empty())
+        .send(
+            "GET",
+            &format!("/tasks/{first}/files/merged.txt"),
+            Body::empty(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.text(), "one two\n");
@@ -129,29 +145,56 @@ async fn merge_runs_as_a_task_and_its_output_feeds_the_next_task() {
     let done = api.finished(&second).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     let r = api
-        .send("GET", &format!("/tasks/{second}/files/merged.txt"), Body::empty())
+        .send(
+            "GET",
+            &format!("/tasks/{second}/files/merged.txt"),
+            Body::empty(),
+        )
         .await;
     assert_eq!(r.text(), "one two\none two\n");
     let r = api
-        .send("GET", &format!("/tasks/{second}/files/count.txt"), Body::empty())
+        .send(
+            "GET",
+            &format!("/tasks/{second}/files/count.txt"),
+            Body::empty(),
+        )
         .await;
     assert_eq!(r.text(), "16\n");
 
     // References that cannot be followed are refused at submit.
     for (files, needle) in [
-        (json!({"a.txt": {"task": first, "file": "nope.txt"}, "b.txt": {"text": ""}}), "no output file nope.txt"),
-        (json!({"a.txt": {"task": first}, "b.txt": {"text": ""}}), "no output file a.txt"),
-        (json!({"a.txt": {"task": "not-an-id"}, "b.txt": {"text": ""}}), "not a task id"),
-        (json!({"a.txt": {"text": "x", "base64": "eA=="}, "b.txt": {"text": ""}}), "one of"),
+        (
+            json!({"a.txt": {"task": first, "file": "nope.txt"}, "b.txt": {"text": ""}}),
+            "no output file nope.txt",
+        ),
+        (
+            json!({"a.txt": {"task": first}, "b.txt": {"text": ""}}),
+            "no output file a.txt",
+        ),
+        (
+            json!({"a.txt": {"task": "not-an-id"}, "b.txt": {"text": ""}}),
+            "not a task id",
+        ),
+        (
+            json!({"a.txt": {"text": "x", "base64": "eA=="}, "b.txt": {"text": ""}}),
+            "one of",
+        ),
     ] {
         let v = api
             .submit(json!({"function": "merge", "files": files}))
             .await
             .expect_error(StatusCode::BAD_REQUEST, "bad_request");
-        assert!(v["message"].as_str().unwrap().contains(needle), "{needle}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{needle}: {v}"
+        );
     }
     let r = api
-        .send("GET", &format!("/tasks/{first}/files/nope.txt"), Body::empty())
+        .send(
+            "GET",
+            &format!("/tasks/{first}/files/nope.txt"),
+            Body::empty(),
+        )
         .await;
     r.expect_error(StatusCode::NOT_FOUND, "result_not_found");
 }
@@ -160,25 +203,36 @@ async fn merge_runs_as_a_task_and_its_output_feeds_the_next_task() {
 async fn missing_unknown_and_malformed_inputs_are_refused() {
     let api = merge_api("").await;
     let cases: Vec<(Reply, &str)> = vec![
-        (api.run_files("merge", &[("a.txt", b"x")]).await, "b.txt is missing"),
         (
-            api.run_files("merge", &[("a.txt", b"x"), ("b.txt", b"y"), ("c.txt", b"z")])
-                .await,
+            api.run_files("merge", &[("a.txt", b"x")]).await,
+            "b.txt is missing",
+        ),
+        (
+            api.run_files(
+                "merge",
+                &[("a.txt", b"x"), ("b.txt", b"y"), ("c.txt", b"z")],
+            )
+            .await,
             "c.txt is not one",
         ),
         (
-            api.run_files("merge", &[("a.txt", b"x"), ("../b.txt", b"y")]).await,
+            api.run_files("merge", &[("a.txt", b"x"), ("../b.txt", b"y")])
+                .await,
             "not a file name",
         ),
         (
-            api.run_files("merge", &[("a.txt", b"x"), ("a.txt", b"y")]).await,
+            api.run_files("merge", &[("a.txt", b"x"), ("a.txt", b"y")])
+                .await,
             "given twice",
         ),
         (api.run("merge", "plain bytes").await, "multipart/form-data"),
     ];
     for (r, needle) in cases {
         let v = r.expect_error(StatusCode::BAD_REQUEST, "bad_request");
-        assert!(v["message"].as_str().unwrap().contains(needle), "{needle}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{needle}: {v}"
+        );
     }
     let v = api
         .submit(json!({"function": "merge", "input": "plain"}))
@@ -187,7 +241,11 @@ async fn missing_unknown_and_malformed_inputs_are_refused() {
     assert!(v["message"].as_str().unwrap().contains("io=files"), "{v}");
     // Input and output names only go with io=files.
     let r = api
-        .send("PUT", "/functions/x?input_file=a.txt", guests::c_guest("merge"))
+        .send(
+            "PUT",
+            "/functions/x?input_file=a.txt",
+            guests::c_guest("merge"),
+        )
         .await;
     r.expect_error(StatusCode::BAD_REQUEST, "invalid_manifest");
     api.still_serving().await;
@@ -219,8 +277,15 @@ async fn a_guest_cannot_reach_outside_its_input_and_output() {
     assert_eq!(names, ["ok.txt", "report.txt"], "{files:?}");
     let report = String::from_utf8(files[1].1.clone()).unwrap();
     for tried in [
-        "dotdot", "absolute", "relative", "proc", "write-input", "create-input",
-        "escape-output", "abs-link", "rel-link",
+        "dotdot",
+        "absolute",
+        "relative",
+        "proc",
+        "write-input",
+        "create-input",
+        "escape-output",
+        "abs-link",
+        "rel-link",
     ] {
         assert!(
             report.contains(&format!("{tried}: denied")),
@@ -264,6 +329,9 @@ async fn files_go_with_the_wasm_executor_only() {
             )
             .await;
         let v = r.expect_error(StatusCode::BAD_REQUEST, "invalid_manifest");
-        assert!(v["message"].as_str().unwrap().contains("executor wasm"), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("executor wasm"),
+            "{v}"
+        );
     }
 }

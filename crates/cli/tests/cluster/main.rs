@@ -1414,7 +1414,10 @@ async fn components_and_files_functions_work_across_the_cluster() {
 
     let (status, text) = raw_get(&gateway.url, "/http/web/x?y=1").await.unwrap();
     assert_eq!(status, 200, "{text}");
-    assert!(text.contains("Hello, world! You asked for /x?y=1"), "{text}");
+    assert!(
+        text.contains("Hello, world! You asked for /x?y=1"),
+        "{text}"
+    );
     assert!(
         text.to_ascii_lowercase().contains("x-hello: component"),
         "{text}"
@@ -1461,7 +1464,10 @@ async fn components_and_files_functions_work_across_the_cluster() {
         .await
         .unwrap();
     let second = second.id.as_str().to_owned();
-    let info = cr.wait_task(&second, Duration::from_secs(30)).await.unwrap();
+    let info = cr
+        .wait_task(&second, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(info.state, TaskState::Succeeded, "{info:?}");
     let listing: FilesResult =
         serde_json::from_slice(&cg.task_result(&second).await.unwrap()).unwrap();
