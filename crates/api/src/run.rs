@@ -72,7 +72,8 @@ pub(crate) async fn run(
     let Path(target) = target?;
     let target = FunctionRef::parse(&target)?;
     let input = crate::body::read(&headers, body, state.max_body_bytes).await?;
-    let files = state.worker.io_of(&target)? == IoRuntime::Files;
+    let (target, io) = state.worker.pin(&target)?;
+    let files = io == IoRuntime::Files;
     let input = if files {
         crate::files::from_request(&headers, input).await?
     } else {

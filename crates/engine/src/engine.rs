@@ -9,7 +9,7 @@ use wasmtime::{
     Config, InstanceAllocationStrategy, Linker, Module, OptLevel, PoolingAllocationConfig,
 };
 
-use crate::cache::ModuleCache;
+use crate::cache::{Artifact, ModuleCache};
 use crate::component::{ComponentHost, HttpComponent};
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
@@ -143,14 +143,7 @@ impl Engine {
                     .to_owned(),
             });
         }
-        let sha = colony_core::revision::sha256_hex(code);
-        let engine = &self.inner.wasmtime;
-        let cached = self.inner.cache.as_ref().and_then(|c| c.load(engine, &sha));
-        let from_cache = cached.is_some();
-        let module = match cached {
-            Some(m) => m,
-            None => compile(engine, code)?,
-        };
+        let (module, artifact) = self.load_or_compile(code, compile)?;
         check_command(&module)?;
         let pre = self
             .inner
@@ -159,16 +152,7 @@ impl Engine {
             .map_err(|e| Error::NotACommand {
                 reason: format!("{e:#}"),
             })?;
-        if from_cache {
-            self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
-            debug!(code = %sha, "loaded compiled module from cache");
-        } else {
-            self.inner.compiled.fetch_add(1, Ordering::Relaxed);
-            info!(code = %sha, "compiled module");
-            if let Some(c) = &self.inner.cache {
-                c.store(&module, &sha);
-            }
-        }
+        let sha = self.settle(&module, artifact, "module");
         Ok(Program::new(self.clone(), pre, sha))
     }
 
@@ -187,16 +171,11 @@ impl Engine {
                     .to_owned(),
             });
         }
-        let sha = colony_core::revision::sha256_hex(code);
-        let engine = &self.inner.wasmtime;
-        let cached = self.inner.cache.as_ref().and_then(|c| c.load(engine, &sha));
-        let from_cache = cached.is_some();
-        let component = match cached {
-            Some(c) => c,
-            None => Component::new(engine, code).map_err(|e| Error::InvalidModule {
+        let (component, artifact) = self.load_or_compile(code, |engine, code| {
+            Component::new(engine, code).map_err(|e| Error::InvalidModule {
                 reason: format!("{e:#}"),
-            })?,
-        };
+            })
+        })?;
         let pre = self
             .inner
             .component_linker
@@ -209,17 +188,39 @@ impl Engine {
                 reason: format!("it does not export wasi:http/incoming-handler: {e:#}"),
             }
         })?;
-        if from_cache {
+        let sha = self.settle(&component, artifact, "component");
+        Ok(HttpComponent::new(self.clone(), pre, sha))
+    }
+
+    /// The compiled form of `code`: from the disk cache, or by `compile`.
+    fn load_or_compile<A: Artifact>(
+        &self,
+        code: &[u8],
+        compile: impl FnOnce(&wasmtime::Engine, &[u8]) -> Result<A>,
+    ) -> Result<(A, Loaded)> {
+        let sha = colony_core::revision::sha256_hex(code);
+        let engine = &self.inner.wasmtime;
+        match self.inner.cache.as_ref().and_then(|c| c.load(engine, &sha)) {
+            Some(a) => Ok((a, Loaded { sha, cached: true })),
+            None => Ok((compile(engine, code)?, Loaded { sha, cached: false })),
+        }
+    }
+
+    /// Once compiled code passed its checks: counts it, and caches it when
+    /// it was compiled here. Returns its sha256.
+    fn settle(&self, artifact: &impl Artifact, loaded: Loaded, kind: &str) -> String {
+        let Loaded { sha, cached } = loaded;
+        if cached {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
-            debug!(code = %sha, "loaded compiled component from cache");
+            debug!(code = %sha, kind, "loaded compiled code from cache");
         } else {
             self.inner.compiled.fetch_add(1, Ordering::Relaxed);
-            info!(code = %sha, "compiled component");
+            info!(code = %sha, kind, "compiled");
             if let Some(c) = &self.inner.cache {
-                c.store(&component, &sha);
+                c.store(artifact, &sha);
             }
         }
-        Ok(HttpComponent::new(self.clone(), pre, sha))
+        sha
     }
 
     /// Forgets the cached artifact of code that no revision uses any more.
@@ -228,6 +229,12 @@ impl Engine {
             c.remove(code_sha256);
         }
     }
+}
+
+/// Where compiled code came from.
+struct Loaded {
+    sha: String,
+    cached: bool,
 }
 
 /// Core instances and tables a component may hold.

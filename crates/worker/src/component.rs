@@ -36,7 +36,6 @@ impl Executor for ComponentExecutor {
         code: &[u8],
         manifest: &Manifest,
     ) -> Result<Arc<dyn Runnable>, PrepareError> {
-        crate::executor::stdio_only("component", manifest)?;
         if !manifest.dirs.is_empty() {
             return Err(PrepareError::InvalidCode {
                 reason: "component functions cannot mount directories; use a wasm or cgi \
@@ -44,12 +43,7 @@ impl Executor for ComponentExecutor {
                     .to_owned(),
             });
         }
-        let component = self.engine.prepare_component(code).map_err(|e| match e {
-            colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
-            _ => PrepareError::InvalidCode {
-                reason: e.to_string(),
-            },
-        })?;
+        let component = self.engine.prepare_component(code)?;
         let env = manifest
             .env
             .iter()

@@ -23,6 +23,18 @@ pub enum PrepareError {
     Internal(String),
 }
 
+impl From<colony_engine::Error> for PrepareError {
+    /// The engine's own failures are internal; anything else is the code's.
+    fn from(e: colony_engine::Error) -> Self {
+        match e {
+            colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
+            _ => PrepareError::InvalidCode {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 /// One invocation handed to a [`Runnable`].
 #[derive(Debug)]
 pub struct Call<'a> {
@@ -56,22 +68,6 @@ pub trait Executor: Send + Sync + fmt::Debug {
 pub trait Runnable: Send + Sync + fmt::Debug {
     /// Runs one invocation: the output bytes, or why it failed.
     async fn run(&self, call: Call<'_>) -> Result<Bytes, Failure>;
-}
-
-/// Refuses a manifest whose I/O runtime `executor` does not run.
-pub(crate) fn stdio_only(executor: &str, manifest: &Manifest) -> Result<(), PrepareError> {
-    match manifest.io {
-        colony_core::IoRuntime::Stdio => Ok(()),
-        other => Err(PrepareError::InvalidCode {
-            reason: format!(
-                "the {executor} executor does not run the {} I/O runtime; use executor=wasm",
-                serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
-        }),
-    }
 }
 
 /// Maps executor names (a manifest's `executor`) to implementations.

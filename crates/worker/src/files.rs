@@ -115,16 +115,19 @@ fn collect(output: &Path, wanted: &[String], cap: u64) -> Result<FileSet, Failur
         Mode::empty(),
     )
     .map_err(|e| internal("cannot open the output directory", e))?;
+    // Listed through the descriptor the files are opened from.
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(output).map_err(|e| internal("cannot list the outputs", e))? {
+    let listing =
+        rustix::fs::Dir::read_from(&dir).map_err(|e| internal("cannot list the outputs", e))?;
+    for entry in listing {
         let entry = entry.map_err(|e| internal("cannot list the outputs", e))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        let Ok(name) = entry.file_name().to_str() else {
             continue;
         };
-        if !valid_file_name(&name) || !(wanted.is_empty() || wanted.contains(&name)) {
+        if !valid_file_name(name) || !(wanted.is_empty() || wanted.iter().any(|w| w == name)) {
             continue;
         }
-        names.push(name);
+        names.push(name.to_owned());
     }
     names.sort();
     let mut set = FileSet::new();
@@ -164,4 +167,42 @@ fn collect(output: &Path, wanted: &[String], cap: u64) -> Result<FileSet, Failur
             .map_err(|e| internal("an output name", e))?;
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collect_takes_regular_files_only_and_enforces_the_caps() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("a.txt"), "aa").unwrap();
+        std::fs::write(out.join("b.txt"), "bbb").unwrap();
+        std::fs::write(out.join("bad name"), "x").unwrap();
+        std::fs::create_dir(out.join("sub")).unwrap();
+        std::fs::write(out.join("sub/c.txt"), "c").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", out.join("link")).unwrap();
+        std::os::unix::fs::symlink("a.txt", out.join("inner")).unwrap();
+
+        let all = collect(out, &[], 1 << 20).unwrap();
+        let names: Vec<_> = all.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+        assert_eq!(all.get("b.txt").unwrap().as_ref(), b"bbb");
+
+        let wanted = collect(out, &["b.txt".into(), "link".into()], 1 << 20).unwrap();
+        assert_eq!(wanted.iter().map(|(n, _)| n).collect::<Vec<_>>(), ["b.txt"]);
+
+        assert!(matches!(
+            collect(out, &[], 4),
+            Err(Failure::OutputLimit { limit_bytes: 4 })
+        ));
+        for i in 0..MAX_FILES {
+            std::fs::write(out.join(format!("f{i}")), "").unwrap();
+        }
+        assert!(matches!(
+            collect(out, &[], 1 << 20),
+            Err(Failure::OutputLimit { .. })
+        ));
+    }
 }

@@ -25,6 +25,16 @@ pub(crate) struct RevisionEntry {
     pub(crate) prepared: OnceCell<Arc<dyn Runnable>>,
 }
 
+impl RevisionEntry {
+    /// `function@id`: this revision, whatever the default becomes.
+    pub(crate) fn pinned(&self) -> colony_core::FunctionRef {
+        colony_core::FunctionRef {
+            name: self.function.clone(),
+            rev: Some(self.row.id.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct FunctionEntry {
     pub(crate) name: FunctionName,

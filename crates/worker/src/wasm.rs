@@ -177,12 +177,7 @@ impl Executor for WasmExecutor {
     ) -> Result<Arc<dyn Runnable>, PrepareError> {
         let dirs = preopens(&self.allowed_dirs, manifest)
             .map_err(|reason| PrepareError::InvalidCode { reason })?;
-        let program = self.engine.prepare(code).map_err(|e| match e {
-            colony_engine::Error::Setup { .. } => PrepareError::Internal(e.to_string()),
-            _ => PrepareError::InvalidCode {
-                reason: e.to_string(),
-            },
-        })?;
+        let program = self.engine.prepare(code)?;
         let argv = std::iter::once(name.to_string())
             .chain(manifest.args.iter().cloned())
             .collect();

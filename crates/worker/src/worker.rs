@@ -516,10 +516,7 @@ impl Worker {
             .map_err(|e| {
                 // The code may be gone because the function was deleted
                 // while this call waited: say so, not "internal".
-                let target = FunctionRef {
-                    name: rev.function.clone(),
-                    rev: Some(rev.row.id.to_string()),
-                };
+                let target = rev.pinned();
                 match self.index.resolve(&target) {
                     Err(gone) if matches!(e, Error::Internal(_)) => gone,
                     _ => e,
@@ -568,10 +565,7 @@ impl Worker {
             return Ok(None);
         }
         let rev = self.index.resolve(target)?;
-        let pinned = FunctionRef {
-            name: rev.function.clone(),
-            rev: Some(rev.row.id.to_string()),
-        };
+        let pinned = rev.pinned();
         let timeout =
             rev.row.manifest.limits.timeout() + self.config.max_queue_wait + Duration::from_secs(1);
         match forward::call(&c.nats, &pinned, input.clone(), env, timeout).await? {
@@ -600,10 +594,7 @@ impl Worker {
                 rev.function, rev.row.manifest.executor
             )));
         }
-        let pinned = FunctionRef {
-            name: rev.function.clone(),
-            rev: Some(rev.row.id.to_string()),
-        };
+        let pinned = rev.pinned();
         let env = request.env();
         let done = match self.forwarded(&pinned, &request.body, &env).await? {
             Some(done) => done,
@@ -618,9 +609,13 @@ impl Worker {
         }
     }
 
-    /// The I/O runtime of the revision `target` names now.
-    pub fn io_of(&self, target: &FunctionRef) -> Result<colony_core::IoRuntime> {
-        Ok(self.index.resolve(target)?.row.manifest.io)
+    /// The revision `target` names now, pinned (`name@id`), and its I/O
+    /// runtime: what a caller reads the input by and then invokes, so a
+    /// redeploy in between cannot swap the runtime under it.
+    pub fn pin(&self, target: &FunctionRef) -> Result<(FunctionRef, colony_core::IoRuntime)> {
+        let rev = self.index.resolve(target)?;
+        let pinned = rev.pinned();
+        Ok((pinned, rev.row.manifest.io))
     }
 
     /// Runs a call on this worker, waiting for a slot here.

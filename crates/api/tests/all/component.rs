@@ -173,3 +173,21 @@ async fn the_component_sees_the_path_as_sent() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_component_that_answers_no_response_is_a_guest_failure() {
+    let (api, _) = hello("").await;
+    for (uri, needle) in [
+        ("/http/hello/error", "an error instead of a response"),
+        ("/http/hello/silent", "without setting a response"),
+    ] {
+        let r = api.send("GET", uri, Body::empty()).await;
+        let v = r.expect_error(StatusCode::INTERNAL_SERVER_ERROR, "guest_trap");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{uri}: {v}"
+        );
+    }
+    let r = api.send("GET", "/http/hello/", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}

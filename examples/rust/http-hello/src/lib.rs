@@ -3,13 +3,15 @@
 //! - `GET /` (any path): `Hello, world!` and the path, as text.
 //! - `POST` (any path): the body back, with `content-type` kept.
 //! - `/trap`: panics (the guest traps). `/spin`: loops forever.
+//! - `/error`: answers with an error code instead of a response.
+//! - `/silent`: returns without answering.
 //!
 //! Every response has `x-hello: component`.
 
 use std::io::{Read as _, Write as _};
 
 use wasip2::http::types::{
-    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
 wasip2::http::proxy::export!(Hello);
@@ -21,6 +23,14 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         let path = request.path_with_query().unwrap_or_default();
         match path.as_str() {
             "/trap" => panic!("asked to trap"),
+            "/error" => {
+                ResponseOutparam::set(
+                    response_out,
+                    Err(ErrorCode::InternalError(Some("asked to fail".into()))),
+                );
+                return;
+            }
+            "/silent" => return,
             "/spin" => {
                 let mut n = 0u64;
                 loop {
