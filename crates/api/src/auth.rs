@@ -263,7 +263,8 @@ pub(crate) fn required(method: &Method, route: Option<&str>) -> Option<Scope> {
         ("GET", "/tasks/{id}")
         | ("GET", "/tasks/{id}/result")
         | ("GET", "/tasks/{id}/files/{file}")
-        | ("DELETE", "/tasks/{id}") => Some(Scope::Invoke),
+        | ("DELETE", "/tasks/{id}")
+        | ("GET", "/directives/{id}/events") => Some(Scope::Invoke),
         // Deploy, delete, default switch, metrics, and anything new.
         _ => Some(Scope::Admin),
     }

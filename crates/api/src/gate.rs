@@ -54,6 +54,8 @@ const ROUTES: &[&str] = &[
     "/tasks",
     "/tasks/{id}",
     "/tasks/{id}/result",
+    "/tasks/{id}/files/{file}",
+    "/directives/{id}/events",
     "/status",
     "/workers",
     "/metrics",

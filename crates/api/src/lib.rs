@@ -44,6 +44,7 @@
 
 mod auth;
 mod body;
+mod directives;
 mod error;
 mod files;
 mod functions;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::show).delete(tasks::cancel))
         .route("/tasks/{id}/result", get(tasks::result))
         .route("/tasks/{id}/files/{file}", get(tasks::file))
+        .route("/directives/{id}/events", get(directives::events))
         .route("/status", get(status::status))
         .route("/workers", get(status::workers))
         .route("/openapi.json", get(openapi::openapi))

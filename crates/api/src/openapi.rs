@@ -55,6 +55,7 @@ use crate::auth::Scope;
         crate::tasks::cancel,
         crate::tasks::result,
         crate::tasks::file,
+        crate::directives::events,
         crate::status::status,
         crate::status::workers,
         metrics,

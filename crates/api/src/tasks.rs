@@ -154,6 +154,7 @@ pub(crate) async fn submit(
             timeout_ms: req.timeout_ms,
             priority: req.priority.unwrap_or(0),
             owner: caller.owner(),
+            directive: req.directive,
         })
         .await?;
     let status = if submitted.created {
@@ -377,7 +378,22 @@ pub(crate) struct ListQuery {
     /// The `next` of the previous page; empty for the first page.
     #[param(value_type = Option<CursorFilter>, inline)]
     after: Option<String>,
+    /// Only tasks of this directive; empty for any.
+    #[param(value_type = Option<DirectiveFilter>, inline)]
+    directive: Option<String>,
 }
+
+/// The `directive` filter: a directive id, or empty for any.
+#[derive(Debug)]
+pub(crate) struct DirectiveFilter;
+
+impl utoipa::PartialSchema for DirectiveFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_or_empty("^[A-Za-z0-9_-]{1,64}$")
+    }
+}
+
+impl utoipa::ToSchema for DirectiveFilter {}
 
 /// The `state` filter: a task state, or empty for any.
 #[derive(Debug)]
@@ -433,7 +449,7 @@ fn or_empty(pattern: &str) -> String {
     format!("^({inner})?$")
 }
 
-/// `GET /tasks?state=&function=&limit=&after=`: newest first.
+/// `GET /tasks?state=&function=&limit=&after=&directive=`: newest first.
 #[utoipa::path(
     get,
     path = "/tasks",
@@ -443,8 +459,8 @@ fn or_empty(pattern: &str) -> String {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of tasks, newest first.", body = TaskList),
-        (status = 400, description = "`bad_request`: a bad `state`, `limit` or `after`, or an \
-            unknown parameter; `invalid_name`: a malformed `function`.", body = ErrorBody),
+        (status = 400, description = "`bad_request`: a bad `state`, `limit`, `after` or \
+            `directive`, or an unknown parameter; `invalid_name`: a malformed `function`.", body = ErrorBody),
         (status = 500, description = "`internal`.", body = ErrorBody),
     ),
 )]
@@ -478,6 +494,14 @@ pub(crate) async fn list(
         .filter(|s| !s.is_empty())
         .map(|a| TaskId::parse(&a).map_err(|e| ApiError::bad_request(format!("after: {e}"))))
         .transpose()?;
+    let directive = q.directive.filter(|s| !s.is_empty());
+    if let Some(d) = &directive
+        && !colony_core::wire::valid_directive(d)
+    {
+        return Err(ApiError::bad_request(
+            "directive: must be 1 to 64 of A-Z a-z 0-9 _ -",
+        ));
+    }
     // Non-admin tokens see their own tasks only.
     let owner = if caller.admin {
         None
@@ -487,7 +511,7 @@ pub(crate) async fn list(
     Ok(Json(
         state
             .worker
-            .tasks(task_state, function, limit, after, owner)
+            .tasks(task_state, function, limit, after, owner, directive)
             .await?,
     ))
 }

@@ -125,6 +125,7 @@ impl Args {
             timeout_ms,
             priority: self.priority,
             files,
+            directive: None,
         };
         let client = self.server.client()?;
         let submitted = client.submit(&task).await?;

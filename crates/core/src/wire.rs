@@ -351,6 +351,15 @@ pub struct SubmitTask {
     /// name (instead of `input`); at most 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<std::collections::BTreeMap<String, FileInput>>,
+    /// The directive this task belongs to: when it ends, its outcome is
+    /// sent to the directive's stream (`GET /directives/{id}/events`).
+    /// 1 to 64 of `A-Z a-z 0-9 _ -`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")
+    )]
+    pub directive: Option<String>,
 }
 
 /// One input file of a task: its content as `text` or `base64`, or an
@@ -466,6 +475,9 @@ pub struct TaskInfo {
     /// The name of the token that submitted it, when tokens are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The directive it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directive: Option<String>,
     /// When the finished task and its result will be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<i64>,
@@ -492,4 +504,57 @@ pub struct TaskCounts {
     pub running: usize,
     /// Tasks that reached a terminal state since start.
     pub finished: u64,
+}
+
+/// Whether `s` is a valid directive id: 1 to 64 of `A-Z a-z 0-9 _ -`
+/// (so it is one token of a NATS subject).
+pub fn valid_directive(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// How a task of a directive ended, as its directive's stream tells it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskDone {
+    /// The task.
+    pub id: crate::TaskId,
+    /// Its terminal state.
+    pub state: crate::TaskState,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::TaskError>,
+    /// Size of its result, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_size: Option<u64>,
+    /// The result, base64, when it is small (up to 64 KiB); a larger one
+    /// is read from `GET /tasks/{id}/result`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(content_encoding = "base64"))]
+    pub output_base64: Option<String>,
+}
+
+/// Largest result a [`TaskDone`] carries itself.
+pub const DONE_OUTPUT_MAX: usize = 64 * 1024;
+
+/// One line of a directive's stream (`GET /directives/{id}/events`,
+/// newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DirectiveEvent {
+    /// The first line: the stream listens; tasks that end from now on
+    /// are told.
+    Open {
+        /// The directive.
+        directive: String,
+    },
+    /// A task of the directive ended.
+    Done(TaskDone),
+    /// Sent every 10 s when nothing else was, so both sides know the
+    /// stream is alive.
+    Ping,
 }

@@ -31,7 +31,85 @@ pub const BUILTINS: &[(&str, BuiltinFn, &str)] = &[
         wordcount,
         "returns {\"lines\",\"words\",\"bytes\"} of its input as JSON",
     ),
+    (
+        "square",
+        square,
+        "returns the square of a JSON number (integers exact, overflow an error)",
+    ),
+    (
+        "add",
+        add,
+        "returns the sum of a JSON array of two numbers, [a, b] (integers exact)",
+    ),
 ];
+
+/// A JSON number: exact when an integer.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn of(v: &serde_json::Value) -> Result<Self, String> {
+        match v {
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Ok(Num::Int(i)),
+                None => n
+                    .as_f64()
+                    .map(Num::Float)
+                    .ok_or_else(|| format!("{n} is out of range")),
+            },
+            other => Err(format!("expected a JSON number, got {other}")),
+        }
+    }
+
+    fn f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+
+    /// Combines two numbers: exactly when both are integers.
+    fn with(
+        self,
+        other: Num,
+        int: fn(i64, i64) -> Option<i64>,
+        float: fn(f64, f64) -> f64,
+        what: &str,
+    ) -> Result<Bytes, String> {
+        match (self, other) {
+            (Num::Int(a), Num::Int(b)) => int(a, b)
+                .map(|r| Bytes::from(r.to_string()))
+                .ok_or_else(|| format!("{what} of {a} and {b} overflows a 64-bit integer")),
+            (a, b) => {
+                let r = float(a.f64(), b.f64());
+                serde_json::Number::from_f64(r)
+                    .map(|n| Bytes::from(n.to_string()))
+                    .ok_or_else(|| format!("{what} is not a finite number"))
+            }
+        }
+    }
+}
+
+fn json(input: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(input).map_err(|e| format!("the input is not JSON: {e}"))
+}
+
+fn square(input: Bytes) -> Result<Bytes, String> {
+    let n = Num::of(&json(&input)?)?;
+    n.with(n, i64::checked_mul, |a, b| a * b, "the square")
+}
+
+fn add(input: Bytes) -> Result<Bytes, String> {
+    match json(&input)? {
+        serde_json::Value::Array(v) if v.len() == 2 => {
+            Num::of(&v[0])?.with(Num::of(&v[1])?, i64::checked_add, |a, b| a + b, "the sum")
+        }
+        other => Err(format!("expected [a, b], got {other}")),
+    }
+}
 
 fn echo(input: Bytes) -> Result<Bytes, String> {
     Ok(input)
@@ -147,6 +225,19 @@ mod tests {
             wordcount(Bytes::from_static(b"one two\nthree\n")).unwrap(),
             r#"{"lines":2,"words":3,"bytes":14}"#
         );
+        assert_eq!(square(Bytes::from_static(b"-12")).unwrap(), "144");
+        assert_eq!(square(Bytes::from_static(b"1.5")).unwrap(), "2.25");
+        assert!(square(Bytes::from_static(b"3037000500")).unwrap_err().contains("overflows"));
+        assert!(square(Bytes::from_static(b"\"x\"")).unwrap_err().contains("JSON number"));
+        assert!(square(Bytes::from_static(b"nope")).unwrap_err().contains("not JSON"));
+        assert_eq!(add(Bytes::from_static(b"[2, 40]")).unwrap(), "42");
+        assert_eq!(add(Bytes::from_static(b"[1, 0.5]")).unwrap(), "1.5");
+        assert!(add(Bytes::from_static(b"[1]")).unwrap_err().contains("[a, b]"));
+        assert!(
+            add(Bytes::from_static(b"[9223372036854775807, 1]"))
+                .unwrap_err()
+                .contains("overflows")
+        );
     }
 
     #[tokio::test]
@@ -156,7 +247,10 @@ mod tests {
         let err = exec
             .prepare(&name, b"nope", &Manifest::default())
             .unwrap_err();
-        assert!(err.to_string().contains("echo, sha256, wordcount"), "{err}");
+        assert!(
+            err.to_string().contains("add, echo, sha256, square, wordcount"),
+            "{err}"
+        );
         let mut m = Manifest::default();
         m.limits.output_bytes = 3;
         let r = exec.prepare(&name, b"echo", &m).unwrap();

@@ -19,6 +19,8 @@
 //! - `scheduler`: bounded concurrency shared by calls and tasks in turns,
 //!   with a bounded wait queue for calls.
 //! - `tasks`: durable tasks: submit, dispatch, retry, cancel, wait, sweep.
+//! - `directives`: directive result channels: a task's outcome goes to
+//!   the client that leased its directive's channel.
 //! - `taskstore`: the task table with a group-committing writer thread.
 //! - `seams`: the traits between the worker and where its state lives
 //!   (tasks, functions), with the embedded implementations.
@@ -45,6 +47,7 @@ pub mod cgi;
 mod cluster;
 mod component;
 pub mod config;
+mod directives;
 mod error;
 mod executor;
 mod files;
@@ -63,6 +66,7 @@ pub use cluster::{ClusterConfig, MIN_NATS_VERSION};
 pub use colony_core::wire::{Deployed, FunctionInfo, RevisionInfo, Status, WorkerState};
 pub use component::ComponentExecutor;
 pub use config::WorkerConfig;
+pub use directives::{Directives, Listener, event_line};
 pub use error::{Error, Result};
 pub use executor::{Call, Executor, ExecutorRegistry, PrepareError, Runnable};
 pub use metrics::Metrics;

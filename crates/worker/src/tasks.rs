@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::blobs::Blobs;
+use crate::directives::Directives;
 use crate::error::{Error, Result};
 use crate::taskstore::{
     Change, Inserted, ListQuery, NewTask, QueuedRow, ResultRow, StoredOutput, TaskStore,
@@ -81,6 +82,8 @@ pub struct Submission {
     pub priority: i32,
     /// Who submits it (a token's name), when tokens are configured.
     pub owner: Option<String>,
+    /// The directive it belongs to, whose channel hears how it ends.
+    pub directive: Option<String>,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,7 @@ pub(crate) struct Live {
     /// Committed states, for long polls.
     pub(crate) watch: watch::Sender<TaskState>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) directive: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -189,6 +193,7 @@ pub(crate) struct Tasks {
     running: AtomicUsize,
     finished: AtomicU64,
     metrics: Arc<crate::metrics::Metrics>,
+    directives: Arc<Directives>,
 }
 
 fn now_ms() -> i64 {
@@ -246,6 +251,7 @@ impl Tasks {
         config: TaskConfig,
         worker_id: Arc<str>,
         metrics: Arc<crate::metrics::Metrics>,
+        directives: Arc<Directives>,
     ) -> Self {
         let tasks = Self {
             store,
@@ -258,6 +264,7 @@ impl Tasks {
             running: AtomicUsize::new(0),
             finished: AtomicU64::new(0),
             metrics,
+            directives,
         };
         {
             let mut live = tasks.live.lock();
@@ -283,6 +290,7 @@ impl Tasks {
                         }),
                         watch,
                         cancel: CancellationToken::new(),
+                        directive: row.directive,
                     }),
                 );
             }
@@ -330,6 +338,7 @@ impl Tasks {
             }),
             watch,
             cancel: CancellationToken::new(),
+            directive: s.directive.clone(),
         });
         // Known before it is committed, so a cancel racing the submit
         // answer finds it; queued for dispatch only once committed.
@@ -347,6 +356,7 @@ impl Tasks {
                 input: s.input,
                 idempotency_key: s.idempotency_key,
                 owner: s.owner,
+                directive: s.directive,
             })
             .await;
         match inserted {
@@ -485,6 +495,8 @@ impl Tasks {
             }
             return Ok(next);
         }
+        // The result as the directive's channel tells it.
+        let kept = output.clone();
         let (next, error, stored) = match output {
             None => (next, error, StoredOutput::None),
             Some(out) if out.len() <= self.config.result_inline_max => {
@@ -523,6 +535,14 @@ impl Tasks {
             }
         };
         let expires = now.saturating_add(self.config.ttl.as_millis() as i64);
+        let told = live.directive.as_ref().map(|_| {
+            let output = match (&stored, &kept) {
+                (StoredOutput::None, _) => None,
+                (_, Some(out)) => Some(out.clone()),
+                (_, None) => None,
+            };
+            (error.clone(), output)
+        });
         let change = Change::Finish {
             from: TaskState::Running,
             to: next,
@@ -534,6 +554,17 @@ impl Tasks {
         self.record(live, change).await;
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.settle(live, next);
+        if let (Some(d), Some((error, output))) = (&live.directive, told) {
+            let attempts = live.state.lock().attempts;
+            self.directives.done(
+                d,
+                &live.id,
+                next,
+                attempts,
+                error.as_ref(),
+                output.as_deref(),
+            );
+        }
         Ok(next)
     }
 
@@ -699,6 +730,11 @@ impl Tasks {
         match self.store.change(live.id.clone(), change).await {
             Ok(true) => {
                 self.settle(live, next);
+                if let Some(d) = &live.directive {
+                    let attempts = live.state.lock().attempts;
+                    self.directives
+                        .done(d, &live.id, next, attempts, None, None);
+                }
                 Ok(())
             }
             Ok(false) => Ok(()),

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     idempotency_key TEXT,
     expires_ms      INTEGER,
     owner           TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    directive       TEXT
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_key ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, id);
@@ -64,9 +65,14 @@ CREATE INDEX IF NOT EXISTS tasks_by_function ON tasks(function, id);
 CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks(expires_ms) WHERE expires_ms IS NOT NULL;
 ";
 
+/// Made after the columns that tables of older versions gain at open.
+const LATE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS tasks_by_directive ON tasks(directive, id) WHERE directive IS NOT NULL;
+";
+
 const INFO_COLUMNS: &str = "id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
      created_ms, started_ms, finished_ms, not_before_ms, worker, error, input_size, output_size, \
-     idempotency_key, expires_ms, owner";
+     idempotency_key, expires_ms, owner, directive";
 
 /// A task to insert.
 #[derive(Debug, Clone)]
@@ -81,6 +87,7 @@ pub(crate) struct NewTask {
     pub(crate) input: Bytes,
     pub(crate) idempotency_key: Option<String>,
     pub(crate) owner: Option<String>,
+    pub(crate) directive: Option<String>,
 }
 
 /// What an insert did.
@@ -102,6 +109,7 @@ pub(crate) struct QueuedRow {
     pub(crate) max_attempts: u32,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) not_before_ms: Option<i64>,
+    pub(crate) directive: Option<String>,
 }
 
 /// How a terminal task's output is kept.
@@ -161,6 +169,8 @@ pub(crate) struct ListQuery {
     pub(crate) after: Option<TaskId>,
     /// Only tasks of this owner.
     pub(crate) owner: Option<String>,
+    /// Only tasks of this directive.
+    pub(crate) directive: Option<String>,
 }
 
 /// The task table: a group-committing writer and a reader.
@@ -212,6 +222,7 @@ fn info_from_row(r: &Row<'_>) -> rusqlite::Result<TaskInfo> {
         idempotency_key: r.get(16)?,
         expires_ms: r.get(17)?,
         owner: r.get(18)?,
+        directive: r.get(19)?,
     })
 }
 
@@ -244,6 +255,13 @@ impl TaskStore {
                 "ALTER TABLE tasks ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
             )?;
         }
+        let has_directive: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('tasks') WHERE name = 'directive'")?
+            .exists([])?;
+        if !has_directive {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN directive TEXT")?;
+        }
+        conn.execute_batch(LATE_INDEXES)?;
         let recovered = recover(&mut conn, ttl_ms, retries_lost)?;
         let queued = load_queued(&conn)?;
         let reader = open(path)?;
@@ -362,6 +380,10 @@ impl TaskStore {
             args.push(o.clone());
             sql.push_str(&format!(" AND owner = ?{}", args.len()));
         }
+        if let Some(d) = &q.directive {
+            args.push(d.clone());
+            sql.push_str(&format!(" AND directive = ?{}", args.len()));
+        }
         if let Some(a) = &q.after {
             args.push(a.as_str().to_owned());
             sql.push_str(&format!(" AND id < ?{}", args.len()));
@@ -434,8 +456,8 @@ fn recover(
 
 fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
     let mut stmt = conn.prepare(
-        "SELECT id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms \
-         FROM tasks WHERE state = 'queued' ORDER BY id",
+        "SELECT id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms, \
+         directive FROM tasks WHERE state = 'queued' ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -447,12 +469,22 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
             r.get::<_, u32>(5)?,
             r.get::<_, Option<i64>>(6)?,
             r.get::<_, Option<i64>>(7)?,
+            r.get::<_, Option<String>>(8)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms) =
-            row?;
+        let (
+            id,
+            function,
+            revision,
+            priority,
+            attempts,
+            max_attempts,
+            timeout_ms,
+            not_before_ms,
+            directive,
+        ) = row?;
         out.push(QueuedRow {
             id: TaskId::parse(&id).map_err(Error::internal)?,
             function: FunctionName::new(function).map_err(Error::internal)?,
@@ -463,6 +495,7 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
             max_attempts,
             timeout_ms: timeout_ms.map(|v| v as u64),
             not_before_ms,
+            directive,
         });
     }
     Ok(out)
@@ -615,8 +648,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO tasks (id, function, revision, state, priority, attempts, max_attempts, timeout_ms, \
-         created_ms, input, input_size, idempotency_key, owner) \
-         VALUES (?1, ?2, ?3, 'queued', ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         created_ms, input, input_size, idempotency_key, owner, directive) \
+         VALUES (?1, ?2, ?3, 'queued', ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     stmt.execute(params![
         t.id.as_str(),
@@ -630,6 +663,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, t: &NewTask) -> Result<Inserted> {
         t.input.len() as i64,
         t.idempotency_key,
         t.owner,
+        t.directive,
     ])?;
     Ok(Inserted::Created)
 }
@@ -729,6 +763,7 @@ mod tests {
             input: Bytes::from_static(b"in"),
             idempotency_key: key.map(str::to_owned),
             owner: None,
+            directive: None,
         }
     }
 

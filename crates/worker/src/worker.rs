@@ -23,6 +23,7 @@ use crate::cluster::functions::NatsFunctions;
 use crate::cluster::tasks::ClusterTasks;
 use crate::cluster::{Nats, forward, members};
 use crate::config::WorkerConfig;
+use crate::directives::Directives;
 use crate::error::{Error, Result};
 use crate::executor::{Call, ExecutorRegistry, PrepareError, Runnable};
 use crate::registry::{FunctionEntry, Index, RevisionEntry};
@@ -121,6 +122,8 @@ pub struct Worker {
     tasks: Arc<dyn TaskBackend>,
     /// The embedded task queue (none in a cluster).
     local_tasks: Option<Arc<Tasks>>,
+    /// Directive result channels.
+    directives: Arc<Directives>,
     /// The cluster this worker belongs to, if any.
     cluster: Option<Cluster>,
     /// Bucket sequence of each function's latest applied change (cluster).
@@ -295,16 +298,18 @@ impl Worker {
         let scheduler = Scheduler::new(config.concurrency, config.queue, config.max_queue_wait);
         let id = worker_id();
         let metrics = crate::metrics::Metrics::new(&id);
+        let directives = Directives::new();
         // The seams: embedded (SQLite and files) or the cluster's (NATS).
         let mut follow = None;
         let (functions, index, tasks, local_tasks, cluster, applied) = match &config.cluster {
             None => {
                 let (functions, tasks, local, index) =
-                    Self::open_local(&config, &id, &metrics).await?;
+                    Self::open_local(&config, &id, &metrics, &directives).await?;
                 (functions, index, tasks, Some(local), None, HashMap::new())
             }
             Some(cc) => {
                 let nats = Nats::connect(cc, &id, config.tasks.ttl).await?;
+                directives.connect(nats.client.clone());
                 let cache = Blobs::open(&config.data_dir.join("blobs"))?;
                 let functions = Arc::new(NatsFunctions::new(nats.clone(), cache));
                 let (rows, seq) = functions.load_all().await?;
@@ -313,6 +318,7 @@ impl Worker {
                     config.tasks.clone(),
                     id.clone(),
                     metrics.clone(),
+                    directives.clone(),
                 ));
                 let applied = rows.iter().map(|(r, v)| (r.name.clone(), *v)).collect();
                 let index = Index::load(rows.into_iter().map(|(r, _)| r).collect());
@@ -340,6 +346,7 @@ impl Worker {
             drain_tx: tokio::sync::watch::Sender::new(false),
             tasks,
             local_tasks,
+            directives,
             cluster,
             applied: Mutex::new(applied),
             address: Mutex::new(None),
@@ -381,6 +388,7 @@ impl Worker {
         config: &WorkerConfig,
         id: &Arc<str>,
         metrics: &Arc<crate::metrics::Metrics>,
+        directives: &Arc<Directives>,
     ) -> Result<(
         Arc<dyn FunctionStore>,
         Arc<dyn TaskBackend>,
@@ -439,6 +447,7 @@ impl Worker {
             config.tasks.clone(),
             id.clone(),
             metrics.clone(),
+            directives.clone(),
         ));
         let functions = Arc::new(LocalFunctions {
             store: Arc::new(Mutex::new(store)),
@@ -1047,6 +1056,9 @@ impl Worker {
                 "idempotency_key: must be 1 to 256 bytes".into(),
             ));
         }
+        if let Some(d) = &s.directive {
+            crate::directives::check(d)?;
+        }
         // Apart from the request, whatever the backend: a client that goes
         // away while the submit commits does not cut it in half (the task
         // is queued, or was never accepted).
@@ -1081,6 +1093,7 @@ impl Worker {
         limit: u32,
         after: Option<TaskId>,
         owner: Option<String>,
+        directive: Option<String>,
     ) -> Result<TaskList> {
         self.tasks
             .list(ListQuery {
@@ -1089,8 +1102,15 @@ impl Worker {
                 limit,
                 after,
                 owner,
+                directive,
             })
             .await
+    }
+
+    /// Leases the channel of `directive` (see [`Directives::listen`]).
+    pub async fn listen(&self, directive: &str) -> Result<crate::Listener> {
+        crate::directives::check(directive)?;
+        self.directives.listen(directive).await
     }
 
     /// Cancels a task; see the task module.
@@ -1335,7 +1355,7 @@ impl Worker {
     }
 
     /// Changes to true when the worker begins to drain.
-    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub fn drain_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.drain_tx.subscribe()
     }
 

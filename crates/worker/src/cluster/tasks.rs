@@ -37,6 +37,7 @@ use super::{
     CANCEL_SUBJECT, MAX_DELIVERIES, Nats, TASK_SUBJECT, read_json, read_object, unavailable,
     write_object,
 };
+use crate::directives::Directives;
 use crate::error::{Error, Result};
 use crate::seams::TaskBackend;
 use crate::store::now_ms;
@@ -96,6 +97,7 @@ pub(crate) struct ClusterTasks {
     /// Tasks waiting in the stream, as of the last heartbeat.
     pending: AtomicUsize,
     metrics: Arc<crate::metrics::Metrics>,
+    directives: Arc<Directives>,
 }
 
 /// Removes a task from `here` when its handling ends.
@@ -139,6 +141,7 @@ impl ClusterTasks {
         config: TaskConfig,
         worker_id: Arc<str>,
         metrics: Arc<crate::metrics::Metrics>,
+        directives: Arc<Directives>,
     ) -> Self {
         Self {
             nats,
@@ -149,6 +152,7 @@ impl ClusterTasks {
             finished: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             metrics,
+            directives,
         }
     }
 
@@ -607,6 +611,17 @@ impl ClusterTasks {
         self.metrics
             .task_finished(rec.info.function.as_str(), rec.info.state.as_str());
         info!(target: "colony::task", task = %rec.info.id, function = %rec.info.function, attempts = rec.info.attempts, state = rec.info.state.as_str(), "task finished");
+        if let Some(d) = &rec.info.directive {
+            self.directives.done_base64(
+                d,
+                &rec.info.id,
+                rec.info.state,
+                rec.info.attempts,
+                rec.info.error.as_ref(),
+                rec.info.output_size,
+                rec.result.as_deref(),
+            );
+        }
     }
 
     /// Ends a task that does not run (cancelled, or lost for good):
@@ -858,6 +873,7 @@ impl ClusterTasks {
                 output_size: None,
                 idempotency_key: s.idempotency_key.clone(),
                 owner: s.owner.clone(),
+                directive: s.directive.clone(),
                 expires_ms: None,
             },
             cancel_requested: false,
@@ -983,6 +999,9 @@ impl TaskBackend for Arc<ClusterTasks> {
                 || q.owner
                     .as_ref()
                     .is_some_and(|o| Some(o) != i.owner.as_ref())
+                || q.directive
+                    .as_ref()
+                    .is_some_and(|d| Some(d) != i.directive.as_ref())
             {
                 continue;
             }
