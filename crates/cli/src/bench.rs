@@ -433,6 +433,7 @@ async fn task_run(
         function: Some(function.to_owned()),
         limit: Some(1000),
         after: None,
+        directive: None,
     };
     while !pending.is_empty() {
         let page = client.tasks(&query).await?;

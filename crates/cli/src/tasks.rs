@@ -48,6 +48,9 @@ struct ListArgs {
     /// Start after this cursor (printed at the end of the previous page).
     #[arg(long, value_name = "CURSOR")]
     after: Option<String>,
+    /// Only tasks of this directive (e.g. a `colony map` run).
+    #[arg(long, value_name = "ID")]
+    directive: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -123,6 +126,7 @@ impl ListArgs {
             function: self.function,
             limit: self.limit,
             after: self.after,
+            directive: self.directive,
         };
         let page = self.server.client()?.tasks(&query).await?;
         if self.json {

@@ -21,6 +21,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod directive;
+mod operation;
+
+pub use directive::{
+    AbortHandle, DEFAULT_WINDOW, Directive, DirectiveOptions, Input, Stats, Tag,
+};
+pub use operation::{Format, Map, Operation};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -79,6 +87,44 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A task of a directive failed for good (after the retries its
+    /// policy allows), or was cancelled.
+    #[error("{input} failed: task {task} ended {state}{}", error.as_ref().map(|e| format!(": {} ({})", e.message, e.code)).unwrap_or_default())]
+    TaskFailed {
+        /// The input, as the directive names it (`input #n "..."`, or its
+        /// label).
+        input: String,
+        /// The task.
+        task: String,
+        /// How it ended: `failed`, `dead` or `cancelled`.
+        state: TaskState,
+        /// Why.
+        error: Option<Box<colony_core::TaskError>>,
+    },
+    /// A directive's input could not be submitted.
+    #[error("{input} could not be submitted: {source}")]
+    Rejected {
+        /// The input, as the directive names it.
+        input: String,
+        /// The server's answer.
+        source: Box<Error>,
+    },
+    /// The directive was aborted; its unfinished tasks were cancelled.
+    #[error("directive {directive} aborted; its unfinished tasks are cancelled")]
+    Aborted {
+        /// The directive id.
+        directive: String,
+    },
+    /// An operation's input or output does not fit its types.
+    #[error("operation {function} ({format}): {reason}")]
+    Codec {
+        /// The function.
+        function: String,
+        /// The wire format.
+        format: Format,
+        /// What did not fit.
+        reason: String,
+    },
     /// The server URL is not a valid http(s) URL.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl {
@@ -94,6 +140,8 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { body, .. } => Some(&body.code),
+            Error::Rejected { source, .. } => source.code(),
+            Error::TaskFailed { error, .. } => error.as_ref().map(|e| e.code.as_str()),
             _ => None,
         }
     }
@@ -198,6 +246,8 @@ pub struct TaskQuery {
     pub limit: Option<u32>,
     /// The cursor of the page to fetch: a previous page's `next`.
     pub after: Option<String>,
+    /// Only tasks of this directive.
+    pub directive: Option<String>,
 }
 
 impl TaskQuery {
@@ -214,6 +264,9 @@ impl TaskQuery {
         }
         if let Some(a) = &self.after {
             q.push(("after", a.clone()));
+        }
+        if let Some(d) = &self.directive {
+            q.push(("directive", d.clone()));
         }
         q
     }
@@ -480,6 +533,17 @@ impl Client {
         let (url, req) = self.request(Method::GET, "/tasks");
         let req = req.query(&query.query());
         Self::json(&url, Self::send(&url, req).await?).await
+    }
+
+    /// Leases the channel of directive `id` and returns its stream of
+    /// newline-delimited [`colony_core::wire::DirectiveEvent`]s (see
+    /// [`Directive`], which reads it).
+    pub async fn directive_events(&self, id: &str) -> Result<Response> {
+        let (url, req) = self.request(
+            Method::GET,
+            &format!("/directives/{}/events", path_segment(id)),
+        );
+        Self::send(&url, req).await
     }
 
     /// Cancels a queued or running task and returns it, cancelled. A task

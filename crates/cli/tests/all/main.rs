@@ -9,6 +9,7 @@ use colony_client::Client;
 use colony_testsupport::TestServer;
 use colony_testsupport::guests;
 
+mod directives;
 mod tasks;
 
 fn bin() -> PathBuf {

@@ -1,0 +1,291 @@
+//! Map/fold directives of the SDK against a real worker: exact results,
+//! abort on a fatal failure, isolation of concurrent directives, formats.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use colony_client::{Client, DeployOptions, DirectiveOptions, Error, Format, Operation, TaskQuery};
+use colony_core::TaskState;
+use colony_core::wire::DirectiveEvent;
+use colony_testsupport::{TestServer, guests};
+
+use super::bin;
+
+pub(crate) async fn deploy_builtins(client: &Client) {
+    let builtin = DeployOptions {
+        executor: Some("builtin".into()),
+        ..Default::default()
+    };
+    for name in ["square", "add", "echo"] {
+        client.deploy(name, name, &builtin).await.unwrap();
+    }
+}
+
+/// All tasks of a directive, every page.
+pub(crate) async fn directive_tasks(
+    client: &Client,
+    directive: &str,
+    state: Option<TaskState>,
+) -> Vec<colony_core::wire::TaskInfo> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = client
+            .tasks(&TaskQuery {
+                state,
+                directive: Some(directive.to_owned()),
+                limit: Some(1000),
+                after: after.take(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.extend(page.tasks);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return all,
+        }
+    }
+}
+
+pub(crate) const SUM_OF_SQUARES_100K: u64 = 100_000 * 100_001 * 200_001 / 6;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sum_of_squares_over_100000_inputs_is_exact() {
+    let server = TestServer::start(&bin(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    deploy_builtins(&client).await;
+    let square = Operation::<u64, u64>::new("square");
+    let add = Operation::<(u64, u64), u64>::new("add");
+    let started = Instant::now();
+    let sum = client
+        .map(&square, 1..=100_000u64)
+        .fold_op(&add, 0)
+        .await
+        .unwrap();
+    eprintln!("map+fold_op of 100,000 inputs: {:?}", started.elapsed());
+    assert_eq!(sum, SUM_OF_SQUARES_100K);
+    assert_eq!(sum, 333_338_333_350_000);
+    // Every input was one task and every combination one more.
+    let status = client.status().await.unwrap();
+    assert_eq!(status.tasks.finished, 200_000, "{status:?}");
+    // A local fold and an ordered collect agree.
+    let local = client
+        .map(&square, 1..=1000u64)
+        .fold(0, |a, b| a + b)
+        .await
+        .unwrap();
+    assert_eq!(local, 1000 * 1001 * 2001 / 6);
+    let squares = client.map(&square, 1..=300u64).collect().await.unwrap();
+    assert_eq!(squares, (1..=300u64).map(|i| i * i).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_error_aborts_the_directive_and_names_the_input() {
+    let server = TestServer::start(&bin(), &["--concurrency", "4"]);
+    let client = Client::new(&server.url).unwrap();
+    client
+        .deploy("work", guests::c_guest("work"), &Default::default())
+        .await
+        .unwrap();
+    let work = Operation::<i64, i64>::new("work");
+    // 200 ms each; input #40 is refused (exit 2, not retried).
+    let inputs = (0..1000).map(|i| if i == 40 { -7 } else { 200 });
+    let options = DirectiveOptions {
+        id: Some("fatal".into()),
+        window: 64,
+        ..Default::default()
+    };
+    let err = client
+        .map(&work, inputs)
+        .options(options)
+        .collect()
+        .await
+        .unwrap_err();
+    let returned = Instant::now();
+    match &err {
+        Error::TaskFailed {
+            input,
+            state,
+            error,
+            ..
+        } => {
+            assert!(input.contains("#40") && input.contains("-7"), "{err}");
+            assert_eq!(*state, TaskState::Failed);
+            let e = error.as_ref().unwrap();
+            assert_eq!(e.exit_code, Some(2));
+            assert!(e.stderr_tail.as_deref().unwrap().contains("refused input -7"));
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    // Within 1 s, nothing of it is queued or running.
+    let left = loop {
+        let queued = directive_tasks(&client, "fatal", Some(TaskState::Queued)).await;
+        let running = directive_tasks(&client, "fatal", Some(TaskState::Running)).await;
+        let left = queued.len() + running.len();
+        if left == 0 || returned.elapsed() > Duration::from_secs(1) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(left, 0, "tasks left 1 s after the abort");
+    let all = directive_tasks(&client, "fatal", None).await;
+    let cancelled = all
+        .iter()
+        .filter(|t| t.state == TaskState::Cancelled)
+        .count();
+    assert!(cancelled > 0, "the window held unfinished tasks: {all:?}");
+    // It stopped submitting: far fewer than 1000 tasks exist.
+    assert!(all.len() < 200, "{} tasks submitted", all.len());
+    // The worker goes on serving.
+    assert_eq!(client.invoke("work", "1").await.unwrap().output, "1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_explicit_abort_cancels_what_is_unfinished() {
+    let server = TestServer::start(&bin(), &["--concurrency", "2"]);
+    let client = Client::new(&server.url).unwrap();
+    client
+        .deploy("work", guests::c_guest("work"), &Default::default())
+        .await
+        .unwrap();
+    let work = Operation::<i64, i64>::new("work");
+    let map = client
+        .map(&work, std::iter::repeat_n(300i64, 100))
+        .options(DirectiveOptions {
+            id: Some("stopped".into()),
+            window: 16,
+            ..Default::default()
+        });
+    let abort = map.abort_handle();
+    let run = tokio::spawn(map.collect());
+    // Once some tasks run, abort.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while directive_tasks(&client, "stopped", Some(TaskState::Running))
+        .await
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "nothing started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    abort.abort();
+    let err = run.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Aborted { ref directive } if directive == "stopped"), "{err}");
+    let left: Vec<_> = directive_tasks(&client, "stopped", None)
+        .await
+        .into_iter()
+        .filter(|t| !t.state.is_terminal())
+        .collect();
+    // Cancelling a running guest may take an epoch tick.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = left;
+    while !left.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = directive_tasks(&client, "stopped", None)
+            .await
+            .into_iter()
+            .filter(|t| !t.state.is_terminal())
+            .collect();
+    }
+    assert!(left.is_empty(), "{left:?}");
+    let all = directive_tasks(&client, "stopped", None).await;
+    assert!(all.len() <= 32, "{}", all.len());
+    assert!(all.iter().any(|t| t.state == TaskState::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_directives_at_once_receive_only_their_own_results() {
+    let server = TestServer::start(&bin(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    deploy_builtins(&client).await;
+    // A third channel, leased by hand, with no task of its own: it must
+    // hear nothing while the two run.
+    let mut quiet = client.directive_events("quiet").await.unwrap();
+    let first = quiet.chunk().await.unwrap().unwrap();
+    let open: DirectiveEvent = serde_json::from_slice(first.trim_ascii_end()).unwrap();
+    assert_eq!(
+        open,
+        DirectiveEvent::Open {
+            directive: "quiet".into()
+        }
+    );
+    let square = Operation::<i64, i64>::new("square");
+    let echo = Operation::<String, String>::new("echo");
+    let a = client.map(&square, 1..=3000i64).options(DirectiveOptions {
+        id: Some("a".into()),
+        ..Default::default()
+    });
+    let b = client
+        .map(&echo, (0..3000).map(|i| format!("b-{i}")))
+        .options(DirectiveOptions {
+            id: Some("b".into()),
+            ..Default::default()
+        });
+    let (a, b) = tokio::join!(a.collect(), b.collect());
+    assert_eq!(a.unwrap(), (1..=3000i64).map(|i| i * i).collect::<Vec<_>>());
+    assert_eq!(
+        b.unwrap(),
+        (0..3000).map(|i| format!("b-{i}")).collect::<Vec<_>>()
+    );
+    let ids_a: HashSet<_> = directive_tasks(&client, "a", None)
+        .await
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let ids_b: HashSet<_> = directive_tasks(&client, "b", None)
+        .await
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!((ids_a.len(), ids_b.len()), (3000, 3000));
+    assert!(ids_a.is_disjoint(&ids_b));
+    let heard = tokio::time::timeout(Duration::from_millis(300), quiet.chunk()).await;
+    assert!(heard.is_err(), "the quiet channel heard {heard:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
+    let server = TestServer::start(&bin(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    deploy_builtins(&client).await;
+    let echo = Operation::<Vec<u32>, Vec<u32>>::new("echo").with_format(Format::MessagePack);
+    assert_eq!(echo.encode(&vec![1, 2, 300]).unwrap().as_ref(), [0x93, 1, 2, 0xcd, 1, 44]);
+    let inputs: Vec<Vec<u32>> = (0..200u32).map(|i| (0..i % 7).map(|j| i * j).collect()).collect();
+    let options = DirectiveOptions {
+        key_prefix: Some("mp-run".into()),
+        ..Default::default()
+    };
+    let out = client
+        .map(&echo, inputs.clone())
+        .options(options.clone())
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out, inputs);
+    let finished = client.status().await.unwrap().tasks.finished;
+    // The same keys again: the same results, no task runs again.
+    let mut stats = None;
+    let again = client.map(&echo, inputs.clone()).options(options);
+    let mut got = vec![Vec::new(); inputs.len()];
+    stats = Some(
+        again
+            .for_each(|n, o| got[n as usize] = o)
+            .await
+            .unwrap(),
+    )
+    .or(stats);
+    assert_eq!(got, inputs);
+    let stats = stats.unwrap();
+    assert_eq!((stats.submitted, stats.reused), (200, 200), "{stats:?}");
+    assert_eq!(client.status().await.unwrap().tasks.finished, finished);
+    // A decode failure names the operation and the format.
+    let wrong = Operation::<Vec<u32>, String>::new("echo").with_format(Format::MessagePack);
+    let err = client.map(&wrong, vec![vec![1u32]]).collect().await.unwrap_err();
+    assert!(matches!(err, Error::Codec { .. }), "{err}");
+    assert!(err.to_string().contains("MessagePack"), "{err}");
+    // An unknown function is refused at the first submission, named.
+    let nope = Operation::<u64, u64>::new("nope");
+    let err = client.map(&nope, [1u64]).collect().await.unwrap_err();
+    assert_eq!(err.code(), Some("function_not_found"), "{err}");
+    assert!(err.to_string().contains("input #0"), "{err}");
+}
