@@ -17,6 +17,7 @@ mod deploy;
 mod functions;
 mod input;
 mod invoke;
+mod map;
 mod serve;
 mod submit;
 mod tasks;
@@ -66,6 +67,9 @@ enum Command {
     /// Submit a task (a durable, retried call); prints its id, or with
     /// --wait its result.
     Submit(submit::Args),
+    /// Run a function over many inputs (lines of a JSONL file, or files
+    /// of a directory) as durable tasks; collect or fold the results.
+    Map(map::Args),
     /// List, show, wait for, cancel tasks, and fetch their results.
     Tasks(tasks::Args),
     /// List functions, or show one with its revisions.
@@ -111,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Deploy(args) => args.run().await,
             Command::Invoke(args) => args.run().await,
             Command::Submit(args) => args.run().await,
+            Command::Map(args) => args.run().await,
             Command::Tasks(args) => args.run().await,
             Command::Functions(args) => args.run().await,
             Command::Default(args) => args.run().await,

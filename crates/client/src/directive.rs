@@ -129,6 +129,8 @@ pub struct Stats {
     pub succeeded: u64,
     /// Tasks that failed, died or were cancelled.
     pub failed: u64,
+    /// Tasks an abort cancelled (or found ended meanwhile).
+    pub cancelled: u64,
     /// Submissions that found an existing task by its key.
     pub reused: u64,
     /// Tasks submitted and not yet ended.
@@ -579,6 +581,63 @@ impl Directive {
         }
     }
 
+    /// Runs the directive to its end and folds its results with the
+    /// remote function `combine`, as they arrive: two neighbouring ranges
+    /// of results (`init` first, when given) are combined by one more task
+    /// of the directive, whose input `pair(left, right)` makes, so
+    /// `combine` need only be associative. `each` sees every result of an
+    /// input first and may replace it. Returns the fold (`None`: no input
+    /// and no `init`). A failed task, or an error of `pair` or `each`,
+    /// aborts the directive.
+    pub async fn fold(
+        &mut self,
+        combine: &str,
+        init: Option<Bytes>,
+        mut pair: impl FnMut(Bytes, Bytes) -> Result<Bytes>,
+        mut each: impl FnMut(u64, Bytes) -> Result<Bytes>,
+    ) -> Result<Option<Bytes>> {
+        let function: Arc<str> = Arc::from(combine);
+        let base = u64::from(init.is_some());
+        let mut ranges = Ranges::default();
+        if let Some(init) = init {
+            let _ = ranges.add(0, 1, init);
+        }
+        let mut n = 0;
+        while let Some(next) = self.next().await {
+            let (tag, outcome) = next?;
+            let step = outcome.and_then(|out| match tag {
+                Tag::Input(i) => {
+                    n = n.max(i + 1);
+                    Ok((i + base, i + base + 1, each(i, out)?))
+                }
+                Tag::Combine(s, e) => Ok((s, e, out)),
+            });
+            let (start, end, out) = match step {
+                Ok(x) => x,
+                Err(e) => {
+                    self.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Some(p) = ranges.add(start, end, out) {
+                let input = match pair(p.left, p.right) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.abort().await;
+                        return Err(e);
+                    }
+                };
+                let label = format!(
+                    "the combination of the results of inputs #{}..=#{}",
+                    p.start.saturating_sub(base),
+                    p.end - 1 - base
+                );
+                self.push(Tag::Combine(p.start, p.end), function.clone(), input, label);
+            }
+        }
+        Ok(ranges.whole(n + base))
+    }
+
     /// Stops: submits nothing more and cancels every task of the
     /// directive that has not ended (those being submitted once they are).
     pub async fn abort(&mut self) {
@@ -605,7 +664,7 @@ impl Directive {
                 }
             })
             .await;
-        self.stats.failed += self.in_flight.len() as u64;
+        self.stats.cancelled += self.in_flight.len() as u64;
         self.in_flight.clear();
     }
 }

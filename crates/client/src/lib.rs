@@ -89,7 +89,7 @@ pub enum Error {
     },
     /// A task of a directive failed for good (after the retries its
     /// policy allows), or was cancelled.
-    #[error("{input} failed: task {task} ended {state}{}", error.as_ref().map(|e| format!(": {} ({})", e.message, e.code)).unwrap_or_default())]
+    #[error("{input} failed: task {task} ended {state}{}", why(error.as_deref()))]
     TaskFailed {
         /// The input, as the directive names it (`input #n "..."`, or its
         /// label).
@@ -145,6 +145,25 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// Why a task failed, for people: the message, the code, and the last
+/// line of the guest's stderr.
+fn why(error: Option<&colony_core::TaskError>) -> String {
+    let Some(e) = error else {
+        return String::new();
+    };
+    let tail = e
+        .stderr_tail
+        .as_deref()
+        .and_then(|t| t.trim_end().lines().next_back())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let l: String = l.chars().take(200).collect();
+            format!("; stderr: {l}")
+        })
+        .unwrap_or_default();
+    format!(": {} ({}){tail}", e.message, e.code)
 }
 
 /// The result type of this crate.

@@ -115,15 +115,7 @@ impl<I: Serialize, O: DeserializeOwned> Operation<I, O> {
 
     /// Encodes an input.
     pub fn encode(&self, input: &I) -> Result<Bytes> {
-        let bytes = match self.format {
-            Format::Json => serde_json::to_vec(input).map_err(|e| e.to_string()),
-            Format::MessagePack => rmp_serde::to_vec(input).map_err(|e| e.to_string()),
-        };
-        bytes.map(Bytes::from).map_err(|reason| Error::Codec {
-            function: self.function.to_string(),
-            format: self.format,
-            reason: format!("cannot encode an input: {reason}"),
-        })
+        encode(self.format, &self.function, input)
     }
 
     /// Decodes an output.
@@ -147,6 +139,18 @@ impl<I: Serialize, O: DeserializeOwned> Operation<I, O> {
         let out = client.invoke(&self.function, self.encode(input)?).await?;
         self.decode(&out.output)
     }
+}
+
+fn encode<T: Serialize + ?Sized>(format: Format, function: &str, value: &T) -> Result<Bytes> {
+    let bytes = match format {
+        Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        Format::MessagePack => rmp_serde::to_vec(value).map_err(|e| e.to_string()),
+    };
+    bytes.map(Bytes::from).map_err(|reason| Error::Codec {
+        function: function.to_owned(),
+        format,
+        reason: format!("cannot encode a value: {reason}"),
+    })
 }
 
 impl Client {
@@ -313,51 +317,26 @@ where
     /// failed input.
     pub async fn fold_op(self, combine: &Operation<(O, O), O>, init: O) -> Result<O> {
         let (mut d, op) = self.open().await?;
-        let function: Arc<str> = Arc::from(combine.function());
-        let mut ranges = Ranges::default();
-        let _ = ranges.add(0, 1, init);
-        let mut n = 0;
-        while let Some(next) = d.next().await {
-            let (tag, outcome) = next?;
-            let (start, end, value) = match tag {
-                Tag::Input(i) => {
-                    n = n.max(i + 1);
-                    (i + 1, i + 2, outcome.and_then(|b| op.decode(&b)))
-                }
-                Tag::Combine(s, e) => (s, e, outcome.and_then(|b| combine.decode(&b))),
-            };
-            let value = match value {
-                Ok(v) => v,
-                Err(e) => {
-                    d.abort().await;
-                    return Err(e);
-                }
-            };
-            if let Some(Pair {
-                start,
-                end,
-                left,
-                right,
-            }) = ranges.add(start, end, value)
-            {
-                let input = match combine.encode(&(left, right)) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        d.abort().await;
-                        return Err(e);
+        let init = encode(combine.format, combine.function(), &init)?;
+        let same = op.format == combine.format;
+        let folded = d
+            .fold(
+                combine.function(),
+                Some(init),
+                |a, b| combine.encode(&(combine.decode(&a)?, combine.decode(&b)?)),
+                // Results in the combination's format.
+                |_, out| {
+                    let v = op.decode(&out)?;
+                    if same {
+                        Ok(out)
+                    } else {
+                        encode(combine.format, combine.function(), &v)
                     }
-                };
-                let label = format!(
-                    "the combination of inputs #{}..#{}",
-                    start.saturating_sub(1),
-                    end - 2
-                );
-                d.push(Tag::Combine(start, end), function.clone(), input, label);
-            }
-        }
-        Ok(ranges
-            .whole(n + 1)
-            .expect("every result is combined once all arrived"))
+                },
+            )
+            .await?
+            .expect("init is folded");
+        combine.decode(&folded)
     }
 
     /// Folds the results in the order they arrive with `f`, which must

@@ -289,3 +289,130 @@ async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
     assert_eq!(err.code(), Some("function_not_found"), "{err}");
     assert!(err.to_string().contains("input #0"), "{err}");
 }
+
+/// Every task of `function`, every page.
+async fn function_tasks(client: &Client, function: &str) -> Vec<colony_core::wire::TaskInfo> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = client
+            .tasks(&TaskQuery {
+                function: Some(function.to_owned()),
+                limit: Some(1000),
+                after: after.take(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        all.extend(page.tasks);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn colony_map_over_1000_files_is_killed_and_rerun_without_redoing_work() {
+    let server = TestServer::start(&bin(), &["--concurrency", "4"]);
+    let client = Client::new(&server.url).unwrap();
+    client
+        .deploy("work", guests::c_guest("work"), &Default::default())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (inputs, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    std::fs::create_dir(&inputs).unwrap();
+    for i in 0..1000 {
+        std::fs::write(inputs.join(format!("f{i:04}")), format!("{}", 2 + i % 5)).unwrap();
+    }
+    let map = |out: &std::path::Path| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["map", "work", "--inputs"])
+            .arg(&inputs)
+            .arg("--out")
+            .arg(out)
+            .args(["--window", "16"])
+            .env("COLONY_SERVER", &server.url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    // Killed once a few hundred results are written.
+    let mut first = map(&out).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = |dir: &std::path::Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
+    while count(&out) < 200 {
+        assert!(Instant::now() < deadline, "no progress");
+        assert!(first.try_wait().unwrap().is_none(), "finished before the kill");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let written = count(&out);
+    assert!((200..1000).contains(&written), "{written} written before the kill");
+    // Run again with the same keys: it completes, reusing what ran.
+    let again = map(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap();
+    assert!(summary.starts_with("map: 1000/1000 done, 0 failed"), "{summary}");
+    let reused: usize = summary
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" reused"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reused >= written, "{summary}; {written} were written before the kill");
+    // Non-terminal runs print a plain progress line (not a bar) and the
+    // summary.
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    for i in 0..1000 {
+        let got = std::fs::read_to_string(out.join(format!("f{i:04}"))).unwrap();
+        assert_eq!(got, format!("{}", 2 + i % 5), "f{i:04}");
+    }
+    // One task per file, each run once: nothing was redone.
+    let tasks = function_tasks(&client, "work").await;
+    assert_eq!(tasks.len(), 1000);
+    assert!(tasks.iter().all(|t| t.state == TaskState::Succeeded && t.attempts == 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn colony_map_folds_and_writes_jsonl_in_input_order() {
+    let server = TestServer::start(&bin(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    deploy_builtins(&client).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("in.jsonl");
+    let lines: String = (1..=2000).map(|i| format!("{i}\n\n")).collect();
+    std::fs::write(&inputs, lines).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(["map", "square", "--inputs"])
+            .arg(&inputs)
+            .args(args)
+            .env("COLONY_SERVER", &server.url)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let folded = run(&["--fold", "add", "--window", "50"]);
+    assert!(folded.status.success(), "{}", String::from_utf8_lossy(&folded.stderr));
+    assert_eq!(
+        String::from_utf8(folded.stdout).unwrap(),
+        format!("{}\n", 2000u64 * 2001 * 4001 / 6)
+    );
+    let out = tmp.path().join("out.jsonl");
+    let mapped = run(&["--out", out.to_str().unwrap(), "--window", "7"]);
+    assert!(mapped.status.success(), "{}", String::from_utf8_lossy(&mapped.stderr));
+    let want: String = (1..=2000u64).map(|i| format!("{}\n", i * i)).collect();
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
+    // A bad line aborts, named by file and line.
+    std::fs::write(&inputs, "1\n2\n\"three\"\n4\n").unwrap();
+    let bad = run(&[]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("in.jsonl:3"), "{stderr}");
+    assert!(stderr.contains("expected a JSON number"), "{stderr}");
+}
