@@ -687,6 +687,7 @@ mod tests {
             function: Some("echo".into()),
             limit: Some(1000),
             after: Some("cursor".into()),
+            directive: Some("d1".into()),
         };
         assert_eq!(
             q.query(),
@@ -695,6 +696,7 @@ mod tests {
                 ("function", "echo".to_owned()),
                 ("limit", "1000".to_owned()),
                 ("after", "cursor".to_owned()),
+                ("directive", "d1".to_owned()),
             ]
         );
     }

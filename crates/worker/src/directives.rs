@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use colony_core::wire::{DONE_OUTPUT_MAX, DirectiveEvent, TaskDone};
+use colony_core::wire::{DONE_OUTPUT_MAX, DirectiveEvent, TaskDone, TaskInfo};
 use colony_core::{TaskError, TaskId, TaskState};
 use futures_util::Stream;
 use parking_lot::Mutex;
@@ -79,23 +79,15 @@ impl Directives {
         self.send(directive, event_line(&DirectiveEvent::Done(done)));
     }
 
-    /// Like [`Directives::done`], with the result already in base64.
-    pub(crate) fn done_base64(
-        &self,
-        directive: &str,
-        id: &TaskId,
-        state: TaskState,
-        attempts: u32,
-        error: Option<&TaskError>,
-        output_size: Option<u64>,
-        output_base64: Option<&str>,
-    ) {
+    /// Like [`Directives::done`], for the task `info` whose result is
+    /// already in base64 (a cluster record's).
+    pub(crate) fn done_record(&self, directive: &str, info: &TaskInfo, output_base64: Option<&str>) {
         let done = TaskDone {
-            id: id.clone(),
-            state,
-            attempts,
-            error: error.cloned(),
-            output_size,
+            id: info.id.clone(),
+            state: info.state,
+            attempts: info.attempts,
+            error: info.error.clone(),
+            output_size: info.output_size,
             output_base64: output_base64
                 .filter(|b| b.len() <= DONE_OUTPUT_MAX / 3 * 4 + 4)
                 .map(str::to_owned),

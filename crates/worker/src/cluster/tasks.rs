@@ -612,15 +612,8 @@ impl ClusterTasks {
             .task_finished(rec.info.function.as_str(), rec.info.state.as_str());
         info!(target: "colony::task", task = %rec.info.id, function = %rec.info.function, attempts = rec.info.attempts, state = rec.info.state.as_str(), "task finished");
         if let Some(d) = &rec.info.directive {
-            self.directives.done_base64(
-                d,
-                &rec.info.id,
-                rec.info.state,
-                rec.info.attempts,
-                rec.info.error.as_ref(),
-                rec.info.output_size,
-                rec.result.as_deref(),
-            );
+            self.directives
+                .done_record(d, &rec.info, rec.result.as_deref());
         }
     }
 
