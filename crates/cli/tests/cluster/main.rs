@@ -32,6 +32,8 @@ use colony_core::wire::{SubmitTask, TaskInfo, WorkerList, WorkerRole, WorkerStat
 use colony_testsupport::{NatsServer, TestServer, guests, nats_server_bin, old_nats_server_bin};
 use parking_lot::Mutex;
 
+mod directives;
+
 /// A dead worker's unacknowledged tasks are redelivered after this.
 const ACK_WAIT: &str = "3s";
 /// Workers beat this often; one is gone after three missed beats.
