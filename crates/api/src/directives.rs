@@ -59,21 +59,18 @@ pub(crate) async fn events(
     let ping = line(&DirectiveEvent::Ping);
     let start = tokio::time::Instant::now() + PING_EVERY;
     let ticks = tokio::time::interval_at(start, PING_EVERY);
-    let events = stream::unfold(
-        (listener, ticks),
-        move |(mut listener, mut ticks)| {
-            let (ping, mut drain) = (ping.clone(), drain.clone());
-            async move {
-                let next = tokio::select! {
-                    line = listener.next() => line?,
-                    _ = ticks.tick() => ping,
-                    _ = drain.wait_for(|d| *d) => return None,
-                };
-                ticks.reset();
-                Some((Ok::<_, Infallible>(next), (listener, ticks)))
-            }
-        },
-    );
+    let events = stream::unfold((listener, ticks), move |(mut listener, mut ticks)| {
+        let (ping, mut drain) = (ping.clone(), drain.clone());
+        async move {
+            let next = tokio::select! {
+                line = listener.next() => line?,
+                _ = ticks.tick() => ping,
+                _ = drain.wait_for(|d| *d) => return None,
+            };
+            ticks.reset();
+            Some((Ok::<_, Infallible>(next), (listener, ticks)))
+        }
+    });
     let body = stream::once(async move { Ok(open) });
     let body = if draining {
         Body::from_stream(body)

@@ -63,6 +63,18 @@ pub(crate) struct Args {
     /// them until all are finished.
     #[arg(long, value_name = "N")]
     tasks: Option<usize>,
+    /// Measure a map/fold directive instead: `map(square).fold_op(add)`
+    /// over 1..=N with the builtins, N tasks and N combinations, timed
+    /// from the first submit to the exact sum; prints the per-task
+    /// overhead (compare scripts/bench-paladin.sh).
+    #[arg(long, value_name = "N", conflicts_with_all = ["tasks", "component"])]
+    map: Option<u64>,
+    /// With --map: most tasks of the directive unfinished at once.
+    #[arg(long, default_value_t = colony_client::DEFAULT_WINDOW, value_name = "N")]
+    window: usize,
+    /// With --map: how many runs (the best and the median are printed).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    runs: usize,
     /// Start the workers as a cluster on this NATS (nats-server 2.11+
     /// with -js) instead of on the embedded store.
     #[arg(long, value_name = "URL")]
@@ -603,6 +615,77 @@ fn report(name: &str, executor: &str, c: usize, duration: Duration, all: &RunSta
 }
 
 impl Args {
+    /// `--map N`: the sum of squares over 1..=N as `map(square)
+    /// .fold_op(add)`, `--runs` times.
+    async fn map_run(
+        &self,
+        n: u64,
+        client: &Client,
+        all: &[Client],
+        label: &str,
+    ) -> anyhow::Result<ExitCode> {
+        use colony_client::Operation;
+        anyhow::ensure!(n >= 1, "--map: at least 1 input");
+        let builtin = DeployOptions {
+            executor: Some("builtin".into()),
+            ..Default::default()
+        };
+        client.deploy("bench-square", "square", &builtin).await?;
+        client.deploy("bench-add", "add", &builtin).await?;
+        // In a cluster, every worker knows them before the first task.
+        for c in all {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.function("bench-add").await.is_err()
+                || c.function("bench-square").await.is_err()
+            {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} does not know the functions",
+                    c.base()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let square = Operation::<u64, u64>::new("bench-square");
+        let add = Operation::<(u64, u64), u64>::new("bench-add");
+        let want = u128::from(n) * u128::from(n + 1) * u128::from(2 * n + 1) / 6;
+        anyhow::ensure!(
+            want <= u128::from(u64::MAX),
+            "--map: the sum overflows 64 bits"
+        );
+        let tasks = 2 * n;
+        println!(
+            "colony bench: map(square).fold_op(add) over 1..={n}: {tasks} tasks ({n} map, {n} \
+             combine), window {}, server {label}",
+            self.window
+        );
+        let mut per_task = Vec::new();
+        for run in 1..=self.runs.max(1) {
+            let t0 = Instant::now();
+            let sum = client
+                .map(&square, 1..=n)
+                .window(self.window)
+                .fold_op(&add, 0)
+                .await?;
+            let wall = t0.elapsed();
+            anyhow::ensure!(u128::from(sum) == want, "wrong sum {sum}, expected {want}");
+            let us = wall.as_secs_f64() * 1e6 / tasks as f64;
+            per_task.push(us);
+            println!(
+                "run {run}: wall={:.3}s per_task={us:.1}us tasks/s={:.0} sum={sum} (exact)",
+                wall.as_secs_f64(),
+                tasks as f64 / wall.as_secs_f64()
+            );
+        }
+        per_task.sort_by(f64::total_cmp);
+        println!(
+            "best per_task={:.1}us median per_task={:.1}us",
+            per_task[0],
+            per_task[per_task.len() / 2]
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub(crate) async fn run(self) -> anyhow::Result<ExitCode> {
         let duration =
             parse_duration(&self.duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
@@ -661,6 +744,14 @@ impl Args {
             })
             .collect();
         let mut targets = Vec::new();
+        if let Some(n) = self.map {
+            let label = match (&self.nats, children.len()) {
+                (None, 0) => base.clone(),
+                (None, _) => "one worker (embedded store), child process".to_owned(),
+                (Some(_), n) => format!("cluster of {n} worker(s) on NATS"),
+            };
+            return self.map_run(n, &client, &clients, &label).await;
+        }
         if let Some(file) = &self.component {
             return self
                 .component_run(file, &client, &base, children, warmup, duration)

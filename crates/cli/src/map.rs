@@ -86,8 +86,8 @@ impl Source {
             names.sort();
             return Ok(Source::Files(path.to_owned(), names));
         }
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut n = 0;
         for line in std::io::BufReader::new(file).split(b'\n') {
             if !line?.trim_ascii().is_empty() {
@@ -130,7 +130,8 @@ impl Source {
                         Ok(l) if l.trim_ascii().is_empty() => None,
                         Ok(l) => {
                             let l = l.trim_ascii().to_vec();
-                            let preview = String::from_utf8_lossy(&l[..l.len().min(60)]).into_owned();
+                            let preview =
+                                String::from_utf8_lossy(&l[..l.len().min(60)]).into_owned();
                             Some(Ok(Input {
                                 key: Some(key(&format!("line {}", i + 1), &l)),
                                 label: Some(format!("{shown}:{} {preview:?}", i + 1)),

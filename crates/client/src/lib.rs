@@ -24,9 +24,7 @@
 mod directive;
 mod operation;
 
-pub use directive::{
-    AbortHandle, DEFAULT_WINDOW, Directive, DirectiveOptions, Input, Stats, Tag,
-};
+pub use directive::{AbortHandle, DEFAULT_WINDOW, Directive, DirectiveOptions, Input, Stats, Tag};
 pub use operation::{Format, Map, Operation};
 
 use std::time::{Duration, Instant};

@@ -28,9 +28,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::directive::{
-    AbortHandle, Directive, DirectiveOptions, Input, Pair, Ranges, Stats, Tag,
-};
+use crate::directive::{AbortHandle, Directive, DirectiveOptions, Input, Pair, Ranges, Stats, Tag};
 use crate::{Client, Error, Result};
 
 /// How an operation's inputs and outputs are encoded.
@@ -127,10 +125,7 @@ impl<I: Serialize, O: DeserializeOwned> Operation<I, O> {
         value.map_err(|reason| Error::Codec {
             function: self.function.to_string(),
             format: self.format,
-            reason: format!(
-                "cannot decode an output ({} bytes): {reason}",
-                output.len()
-            ),
+            reason: format!("cannot decode an output ({} bytes): {reason}", output.len()),
         })
     }
 

@@ -227,12 +227,28 @@ mod tests {
         );
         assert_eq!(square(Bytes::from_static(b"-12")).unwrap(), "144");
         assert_eq!(square(Bytes::from_static(b"1.5")).unwrap(), "2.25");
-        assert!(square(Bytes::from_static(b"3037000500")).unwrap_err().contains("overflows"));
-        assert!(square(Bytes::from_static(b"\"x\"")).unwrap_err().contains("JSON number"));
-        assert!(square(Bytes::from_static(b"nope")).unwrap_err().contains("not JSON"));
+        assert!(
+            square(Bytes::from_static(b"3037000500"))
+                .unwrap_err()
+                .contains("overflows")
+        );
+        assert!(
+            square(Bytes::from_static(b"\"x\""))
+                .unwrap_err()
+                .contains("JSON number")
+        );
+        assert!(
+            square(Bytes::from_static(b"nope"))
+                .unwrap_err()
+                .contains("not JSON")
+        );
         assert_eq!(add(Bytes::from_static(b"[2, 40]")).unwrap(), "42");
         assert_eq!(add(Bytes::from_static(b"[1, 0.5]")).unwrap(), "1.5");
-        assert!(add(Bytes::from_static(b"[1]")).unwrap_err().contains("[a, b]"));
+        assert!(
+            add(Bytes::from_static(b"[1]"))
+                .unwrap_err()
+                .contains("[a, b]")
+        );
         assert!(
             add(Bytes::from_static(b"[9223372036854775807, 1]"))
                 .unwrap_err()
@@ -248,7 +264,8 @@ mod tests {
             .prepare(&name, b"nope", &Manifest::default())
             .unwrap_err();
         assert!(
-            err.to_string().contains("add, echo, sha256, square, wordcount"),
+            err.to_string()
+                .contains("add, echo, sha256, square, wordcount"),
             "{err}"
         );
         let mut m = Manifest::default();

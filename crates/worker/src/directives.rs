@@ -81,7 +81,12 @@ impl Directives {
 
     /// Like [`Directives::done`], for the task `info` whose result is
     /// already in base64 (a cluster record's).
-    pub(crate) fn done_record(&self, directive: &str, info: &TaskInfo, output_base64: Option<&str>) {
+    pub(crate) fn done_record(
+        &self,
+        directive: &str,
+        info: &TaskInfo,
+        output_base64: Option<&str>,
+    ) {
         let done = TaskDone {
             id: info.id.clone(),
             state: info.state,

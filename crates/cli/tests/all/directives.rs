@@ -114,7 +114,12 @@ async fn a_fatal_error_aborts_the_directive_and_names_the_input() {
             assert_eq!(*state, TaskState::Failed);
             let e = error.as_ref().unwrap();
             assert_eq!(e.exit_code, Some(2));
-            assert!(e.stderr_tail.as_deref().unwrap().contains("refused input -7"));
+            assert!(
+                e.stderr_tail
+                    .as_deref()
+                    .unwrap()
+                    .contains("refused input -7")
+            );
         }
         other => panic!("expected TaskFailed, got {other:?}"),
     }
@@ -170,7 +175,10 @@ async fn an_explicit_abort_cancels_what_is_unfinished() {
     }
     abort.abort();
     let err = run.await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::Aborted { ref directive } if directive == "stopped"), "{err}");
+    assert!(
+        matches!(err, Error::Aborted { ref directive } if directive == "stopped"),
+        "{err}"
+    );
     let left: Vec<_> = directive_tasks(&client, "stopped", None)
         .await
         .into_iter()
@@ -249,8 +257,13 @@ async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
     let client = Client::new(&server.url).unwrap();
     deploy_builtins(&client).await;
     let echo = Operation::<Vec<u32>, Vec<u32>>::new("echo").with_format(Format::MessagePack);
-    assert_eq!(echo.encode(&vec![1, 2, 300]).unwrap().as_ref(), [0x93, 1, 2, 0xcd, 1, 44]);
-    let inputs: Vec<Vec<u32>> = (0..200u32).map(|i| (0..i % 7).map(|j| i * j).collect()).collect();
+    assert_eq!(
+        echo.encode(&vec![1, 2, 300]).unwrap().as_ref(),
+        [0x93, 1, 2, 0xcd, 1, 44]
+    );
+    let inputs: Vec<Vec<u32>> = (0..200u32)
+        .map(|i| (0..i % 7).map(|j| i * j).collect())
+        .collect();
     let options = DirectiveOptions {
         key_prefix: Some("mp-run".into()),
         ..Default::default()
@@ -267,20 +280,18 @@ async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
     let mut stats = None;
     let again = client.map(&echo, inputs.clone()).options(options);
     let mut got = vec![Vec::new(); inputs.len()];
-    stats = Some(
-        again
-            .for_each(|n, o| got[n as usize] = o)
-            .await
-            .unwrap(),
-    )
-    .or(stats);
+    stats = Some(again.for_each(|n, o| got[n as usize] = o).await.unwrap()).or(stats);
     assert_eq!(got, inputs);
     let stats = stats.unwrap();
     assert_eq!((stats.submitted, stats.reused), (200, 200), "{stats:?}");
     assert_eq!(client.status().await.unwrap().tasks.finished, finished);
     // A decode failure names the operation and the format.
     let wrong = Operation::<Vec<u32>, String>::new("echo").with_format(Format::MessagePack);
-    let err = client.map(&wrong, vec![vec![1u32]]).collect().await.unwrap_err();
+    let err = client
+        .map(&wrong, vec![vec![1u32]])
+        .collect()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Codec { .. }), "{err}");
     assert!(err.to_string().contains("MessagePack"), "{err}");
     // An unknown function is refused at the first submission, named.
@@ -345,26 +356,38 @@ async fn colony_map_over_1000_files_is_killed_and_rerun_without_redoing_work() {
     let count = |dir: &std::path::Path| std::fs::read_dir(dir).map_or(0, |d| d.count());
     while count(&out) < 200 {
         assert!(Instant::now() < deadline, "no progress");
-        assert!(first.try_wait().unwrap().is_none(), "finished before the kill");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill().unwrap();
     first.wait().unwrap();
     let written = count(&out);
-    assert!((200..1000).contains(&written), "{written} written before the kill");
+    assert!(
+        (200..1000).contains(&written),
+        "{written} written before the kill"
+    );
     // Run again with the same keys: it completes, reusing what ran.
     let again = map(&out).output().unwrap();
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{stderr}");
     let summary = stderr.lines().last().unwrap();
-    assert!(summary.starts_with("map: 1000/1000 done, 0 failed"), "{summary}");
+    assert!(
+        summary.starts_with("map: 1000/1000 done, 0 failed"),
+        "{summary}"
+    );
     let reused: usize = summary
         .split(", ")
         .find_map(|p| p.strip_suffix(" reused"))
         .unwrap()
         .parse()
         .unwrap();
-    assert!(reused >= written, "{summary}; {written} were written before the kill");
+    assert!(
+        reused >= written,
+        "{summary}; {written} were written before the kill"
+    );
     // Non-terminal runs print a plain progress line (not a bar) and the
     // summary.
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
@@ -375,7 +398,11 @@ async fn colony_map_over_1000_files_is_killed_and_rerun_without_redoing_work() {
     // One task per file, each run once: nothing was redone.
     let tasks = function_tasks(&client, "work").await;
     assert_eq!(tasks.len(), 1000);
-    assert!(tasks.iter().all(|t| t.state == TaskState::Succeeded && t.attempts == 1));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.state == TaskState::Succeeded && t.attempts == 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -398,14 +425,22 @@ async fn colony_map_folds_and_writes_jsonl_in_input_order() {
             .unwrap()
     };
     let folded = run(&["--fold", "add", "--window", "50"]);
-    assert!(folded.status.success(), "{}", String::from_utf8_lossy(&folded.stderr));
+    assert!(
+        folded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&folded.stderr)
+    );
     assert_eq!(
         String::from_utf8(folded.stdout).unwrap(),
         format!("{}\n", 2000u64 * 2001 * 4001 / 6)
     );
     let out = tmp.path().join("out.jsonl");
     let mapped = run(&["--out", out.to_str().unwrap(), "--window", "7"]);
-    assert!(mapped.status.success(), "{}", String::from_utf8_lossy(&mapped.stderr));
+    assert!(
+        mapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mapped.stderr)
+    );
     let want: String = (1..=2000u64).map(|i| format!("{}\n", i * i)).collect();
     assert_eq!(std::fs::read_to_string(&out).unwrap(), want);
     // A bad line aborts, named by file and line.

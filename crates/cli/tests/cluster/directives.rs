@@ -61,7 +61,10 @@ async fn sum_of_squares_over_100000_inputs_in_a_three_worker_cluster() {
         .fold(0, |a, b| a + b)
         .await
         .unwrap();
-    eprintln!("cluster map of 100,000 inputs, local fold: {:?}", started.elapsed());
+    eprintln!(
+        "cluster map of 100,000 inputs, local fold: {:?}",
+        started.elapsed()
+    );
     assert_eq!(sum, 333_338_333_350_000);
     // Every worker ran some: the results came back over NATS.
     let mut finished = Vec::new();
@@ -77,7 +80,10 @@ async fn sum_of_squares_over_100000_inputs_in_a_three_worker_cluster() {
         .fold_op(&add, 0)
         .await
         .unwrap();
-    eprintln!("cluster map+fold_op of 5,000 inputs: {:?}", started.elapsed());
+    eprintln!(
+        "cluster map+fold_op of 5,000 inputs: {:?}",
+        started.elapsed()
+    );
     assert_eq!(sum, 5000 * 5001 * 10001 / 6);
 }
 
@@ -147,7 +153,10 @@ async fn a_fatal_error_aborts_a_directive_across_the_cluster() {
         .await
         .unwrap_err();
     let returned = Instant::now();
-    assert!(matches!(err, Error::TaskFailed { ref input, .. } if input.contains("#30")), "{err}");
+    assert!(
+        matches!(err, Error::TaskFailed { ref input, .. } if input.contains("#30")),
+        "{err}"
+    );
     assert!(err.to_string().contains("refused input -3"), "{err}");
     let left = loop {
         let left = directive_tasks(&c, "fatal", Some(TaskState::Queued)).await
