@@ -28,6 +28,9 @@
 # under the ceiling, that a function served at /http is a cgi function.
 # For deploy, task submission and /http 400 is also expected; the check
 # stays as it is for every other operation.
+# GET /directives/{id}/events is left out: it streams until the client
+# goes away, which the fuzzer cannot do; its tests are in Rust
+# (crates/cli/tests/all/directives.rs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -115,6 +118,7 @@ pass() {
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
     --seed "$seed" \
     --generation-database none \
+    --exclude-operation-id directive_events \
     "$@" | tee "$work/$name/report" || status=$?
 
   if ! kill -0 "$pid" 2>/dev/null; then

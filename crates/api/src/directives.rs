@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use colony_core::wire::{DirectiveEvent, ErrorBody};
@@ -15,6 +15,7 @@ use futures_util::stream;
 use colony_worker::event_line as line;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// How often a quiet stream says it is alive.
@@ -32,7 +33,8 @@ const PING_EVERY: Duration = Duration::from_secs(10);
         `directive: id` that ends from now on (in a cluster: on any worker) is told here once, \
         as one line of newline-delimited JSON (`event: done`, with the result inline up to \
         64 KiB). The first line is `event: open`; `event: ping` follows every 10 s of quiet. \
-        A newer lease of the same id on this worker ends this stream. Tasks that ended while \
+        A newer lease of the same id on this worker ends this stream. With tokens, each \
+        token has its own channels: it hears the tasks it submitted itself. Tasks that ended while \
         nobody listened are read with `GET /tasks?directive=id`. The stream ends when the \
         worker begins to drain.",
     tag = "tasks",
@@ -48,10 +50,14 @@ const PING_EVERY: Duration = Duration::from_secs(10);
 )]
 pub(crate) async fn events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let listener = state.worker.listen(&id).await?;
+    // With tokens, each token has its own channels: it hears the tasks it
+    // submitted.
+    let owner = caller.owner();
+    let listener = state.worker.listen(&id, owner.as_deref()).await?;
     let mut drain = state.worker.drain_signal();
     // Already draining: the stream says it listens, then ends.
     let draining = *drain.borrow_and_update();

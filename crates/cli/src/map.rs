@@ -191,7 +191,11 @@ struct Progress {
 
 impl Progress {
     fn new(total: u64) -> Self {
-        let bar = std::io::stdout().is_terminal().then(|| {
+        // The bar is drawn on stderr: only when both are a terminal, so
+        // neither a redirected stderr nor results printed to a terminal
+        // get it.
+        let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let bar = terminal.then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -257,9 +261,16 @@ impl Progress {
     }
 }
 
+/// Where `path` is written before it is renamed into place.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".colony-partial-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
 /// Writes `data` to `path` whole or not at all.
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("colony-tmp-{}", std::process::id()));
+    let tmp = partial_path(path);
     std::fs::write(&tmp, data).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -343,7 +354,9 @@ impl Args {
         d: &mut Directive,
         progress: &mut Progress,
     ) -> anyhow::Result<ExitCode> {
-        let mut sink: Box<dyn Write> = match &self.out {
+        // --out is written aside and renamed once whole.
+        let partial = self.out.as_ref().map(|p| partial_path(p));
+        let mut sink: Box<dyn Write> = match &partial {
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(path)
                     .with_context(|| format!("cannot create {}", path.display()))?,
@@ -368,6 +381,9 @@ impl Args {
                 Err(e) => {
                     d.abort().await;
                     progress.finish(&d.stats(), done);
+                    if let Some(p) = &partial {
+                        let _ = std::fs::remove_file(p);
+                    }
                     return Err(e.into());
                 }
             };
@@ -381,6 +397,11 @@ impl Args {
             progress.show(&d.stats(), done);
         }
         sink.flush()?;
+        drop(sink);
+        if let (Some(partial), Some(out)) = (&partial, &self.out) {
+            std::fs::rename(partial, out)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
         progress.finish(&d.stats(), done);
         report(failures)
     }

@@ -13,8 +13,10 @@
 //! directive as failed is final. [`Directive::abort`] cancels every task
 //! of the directive that has not ended.
 //!
-//! Every task gets an idempotency key: `<prefix>:<n>` for the `n`th input
-//! (the prefix is the directive id unless given), or the input's own key.
+//! Every task gets an idempotency key: `<prefix>:<n>:<digest>` for the
+//! `n`th input, the digest naming its function and its bytes (the prefix
+//! is the directive id unless given), or the input's own key; a fold's
+//! combinations likewise.
 //! A submission lost in transit is retried under the same key, so it never
 //! runs twice; a directive run again with the same keys reuses the tasks
 //! that already ran (while the server retains them).
@@ -25,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -173,7 +175,8 @@ struct Job {
 }
 
 enum Step {
-    Submitted(Job, Result<Submitted>),
+    /// A submission answered; the channel's generation when it was sent.
+    Submitted(Job, Result<Submitted>, u64),
     /// A task's outcome, read rather than heard.
     Read(TaskId, Result<Bytes>),
     /// A task read and found unfinished.
@@ -203,8 +206,17 @@ pub struct Directive {
     feed: mpsc::UnboundedReceiver<Feed>,
     reader: tokio::task::JoinHandle<()>,
     submitting: usize,
+    /// Large results being fetched: ended, not yet returned.
+    fetching: usize,
     in_flight: HashMap<TaskId, Job>,
     reading: HashSet<TaskId>,
+    /// Tasks of other directives (found by their key): read, not heard.
+    foreign: HashSet<TaskId>,
+    /// Reconnections of the channel so far.
+    generation: u64,
+    /// When a task last ended (or the directive last submitted): after
+    /// `RECONCILE_AFTER` of nothing, the tasks out are read.
+    last_progress: tokio::time::Instant,
     early: HashMap<TaskId, TaskDone>,
     pending: FuturesUnordered<BoxFuture<'static, Step>>,
     ready: VecDeque<(Tag, Result<Bytes>)>,
@@ -280,8 +292,12 @@ impl Directive {
             feed,
             reader,
             submitting: 0,
+            fetching: 0,
             in_flight: HashMap::new(),
             reading: HashSet::new(),
+            foreign: HashSet::new(),
+            generation: 0,
+            last_progress: tokio::time::Instant::now(),
             early: HashMap::new(),
             pending: FuturesUnordered::new(),
             ready: VecDeque::new(),
@@ -293,6 +309,10 @@ impl Directive {
     /// The directive id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub(crate) fn client_base(&self) -> String {
+        self.client.base().to_owned()
     }
 
     /// How far it got.
@@ -318,7 +338,7 @@ impl Directive {
     pub fn push(&mut self, tag: Tag, function: Arc<str>, input: Bytes, label: String) {
         self.queue.push_back(Job {
             tag,
-            key: format!("{}:{tag}", self.prefix),
+            key: format!("{}:{tag}:{}", self.prefix, digest(&function, &input)),
             function,
             input,
             label: Arc::from(label),
@@ -326,7 +346,7 @@ impl Directive {
     }
 
     fn busy(&self) -> usize {
-        self.submitting + self.in_flight.len()
+        self.submitting + self.fetching + self.in_flight.len()
     }
 
     fn job(&mut self, input: Input) -> Job {
@@ -335,9 +355,10 @@ impl Directive {
         let tag = Tag::Input(n);
         Job {
             tag,
-            key: input
-                .key
-                .unwrap_or_else(|| format!("{}:{tag}", self.prefix)),
+            key: input.key.unwrap_or_else(|| {
+                let d = digest(&self.function, &input.bytes);
+                format!("{}:{tag}:{d}", self.prefix)
+            }),
             label: Arc::from(
                 input
                     .label
@@ -352,6 +373,7 @@ impl Directive {
         self.submitting += 1;
         self.stats.submitted += 1;
         let client = self.client.clone();
+        let generation = self.generation;
         let (input, input_base64) = match std::str::from_utf8(&job.input) {
             Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (
@@ -381,7 +403,7 @@ impl Directive {
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(5));
                         }
-                        answer => return Step::Submitted(job, answer),
+                        answer => return Step::Submitted(job, answer, generation),
                     }
                 }
             }
@@ -403,7 +425,7 @@ impl Directive {
                 };
                 match info {
                     Ok(info) if info.state == TaskState::Succeeded => {
-                        let out = client.task_result(id.as_str()).await;
+                        let out = fetch(&client, &id).await;
                         Step::Read(id, out)
                     }
                     Ok(info) if info.state.is_terminal() => {
@@ -442,6 +464,8 @@ impl Directive {
     }
 
     fn done(&mut self, done: TaskDone) {
+        self.last_progress = tokio::time::Instant::now();
+        self.foreign.remove(&done.id);
         let Some(job) = self.in_flight.remove(&done.id) else {
             if self.submitting > 0 {
                 self.early.insert(done.id.clone(), done);
@@ -464,9 +488,10 @@ impl Directive {
                 None if done.output_size.unwrap_or(0) == 0 => self.finish(job, Ok(Bytes::new())),
                 None => {
                     let (client, id) = (self.client.clone(), done.id.clone());
+                    self.fetching += 1;
                     self.pending.push(
                         async move {
-                            let out = client.task_result(id.as_str()).await;
+                            let out = fetch(&client, &id).await;
                             Step::Fetched(job, out)
                         }
                         .boxed(),
@@ -479,43 +504,72 @@ impl Directive {
 
     fn step(&mut self, step: Step) {
         match step {
-            Step::Submitted(job, Ok(s)) => {
+            Step::Submitted(job, Ok(s), generation) => {
                 self.submitting -= 1;
                 if !s.created {
                     self.stats.reused += 1;
                 }
                 let id = s.id.clone();
-                self.in_flight.insert(id.clone(), job);
-                if let Some(done) = self.early.remove(&id) {
-                    self.done(done);
-                } else if !s.created {
-                    // It may belong to another directive, whose channel
-                    // this one does not hear.
-                    self.read(id, Some(crate::MAX_POLL_WAIT));
+                if let Some(other) = self.in_flight.get(&id) {
+                    // Two inputs with one key are one task: refuse the
+                    // second rather than lose one of the two results.
+                    let reason = format!(
+                        "its idempotency key {:?} is also the key of {}",
+                        job.key, other.label
+                    );
+                    let url = self.client.base().to_owned();
+                    self.finish(job, Err(Error::Protocol { url, reason }));
+                } else {
+                    self.in_flight.insert(id.clone(), job);
+                    if let Some(done) = self.early.remove(&id) {
+                        self.done(done);
+                    } else if !s.created {
+                        // It may belong to another directive, whose
+                        // channel this one does not hear: long-polled
+                        // until it ends.
+                        self.foreign.insert(id.clone());
+                        self.read(id, Some(crate::MAX_POLL_WAIT));
+                    } else if generation != self.generation {
+                        // Sent before the channel broke: its end may have
+                        // fallen in the gap.
+                        self.read(id, None);
+                    }
                 }
                 if self.submitting == 0 {
                     self.early.clear();
                 }
             }
-            Step::Submitted(job, Err(e)) => {
+            Step::Submitted(job, Err(e), _) => {
                 self.submitting -= 1;
+                if self.submitting == 0 {
+                    self.early.clear();
+                }
                 self.finish(job, Err(e));
             }
             Step::Read(id, outcome) => {
                 self.reading.remove(&id);
+                self.foreign.remove(&id);
                 if let Some(job) = self.in_flight.remove(&id) {
+                    self.last_progress = tokio::time::Instant::now();
                     self.finish(job, outcome);
                 }
             }
             Step::Unfinished(id) => {
                 self.reading.remove(&id);
+                if self.foreign.contains(&id) && self.in_flight.contains_key(&id) {
+                    self.read(id, Some(crate::MAX_POLL_WAIT));
+                }
             }
-            Step::Fetched(job, outcome) => self.finish(job, outcome),
+            Step::Fetched(job, outcome) => {
+                self.fetching -= 1;
+                self.finish(job, outcome);
+            }
         }
     }
 
     /// Reads every task still out: the channel may have missed them.
     fn reconcile(&mut self) {
+        self.last_progress = tokio::time::Instant::now();
         let ids: Vec<TaskId> = self.in_flight.keys().cloned().collect();
         for id in ids {
             self.read(id, None);
@@ -550,12 +604,16 @@ impl Directive {
             }
             let abort = self.abort.clone();
             let quiet = self.in_flight.is_empty();
+            let reconcile_at = self.last_progress + RECONCILE_AFTER;
             tokio::select! {
                 biased;
                 () = abort.aborted() => {}
                 feed = self.feed.recv() => match feed {
                     Some(Feed::Done(done)) => self.done(done),
-                    Some(Feed::Reconnected) => self.reconcile(),
+                    Some(Feed::Reconnected) => {
+                        self.generation += 1;
+                        self.reconcile();
+                    }
                     Some(Feed::Alive) => {}
                     None => {
                         return Some(Err(Error::Protocol {
@@ -568,6 +626,9 @@ impl Directive {
                 input = next_input(&mut self.inputs), if want_input => match input {
                     Some(Ok(input)) => {
                         let job = self.job(input);
+                        if self.in_flight.is_empty() {
+                            self.last_progress = tokio::time::Instant::now();
+                        }
                         self.submit(job);
                     }
                     Some(Err(e)) => {
@@ -576,7 +637,7 @@ impl Directive {
                     }
                     None => self.inputs = None,
                 },
-                () = tokio::time::sleep(RECONCILE_AFTER), if !quiet => self.reconcile(),
+                () = tokio::time::sleep_until(reconcile_at), if !quiet => self.reconcile(),
             }
         }
     }
@@ -648,10 +709,12 @@ impl Directive {
         while self.submitting > 0 {
             match self.pending.next().await {
                 Some(step @ Step::Submitted(..)) => self.step(step),
+                Some(Step::Fetched(..)) => self.fetching -= 1,
                 Some(_) => {}
                 None => break,
             }
         }
+        self.fetching = 0;
         let out: Vec<TaskId> = self.in_flight.keys().cloned().collect();
         self.pending = FuturesUnordered::new();
         let client = self.client.clone();
@@ -675,6 +738,33 @@ async fn next_input(
     match inputs {
         Some(s) => s.next().await,
         None => None,
+    }
+}
+
+/// 16 bytes of sha256 of a task's function and input, in hex: keys name
+/// what they run.
+fn digest(function: &str, input: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(function.as_bytes());
+    h.update([0]);
+    h.update(input);
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A succeeded task's result, read again on transient errors.
+async fn fetch(client: &Client, id: &TaskId) -> Result<Bytes> {
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match client.task_result(id.as_str()).await {
+            Err(e) if tries < SUBMIT_TRIES && transient(&e) => {
+                tries += 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            out => return out,
+        }
     }
 }
 
@@ -721,6 +811,7 @@ async fn read_channel(
             }
         };
         let mut lines = Lines::new(resp);
+        let opened_at = Instant::now();
         loop {
             let line = match tokio::time::timeout(STREAM_IDLE, lines.next()).await {
                 Ok(Ok(Some(line))) => line,
@@ -731,16 +822,13 @@ async fn read_channel(
                 continue;
             };
             let feed = match event {
-                DirectiveEvent::Open { .. } => {
-                    delay = Duration::from_millis(100);
-                    match opened.take() {
-                        Some(o) => {
-                            let _ = o.send(Ok(()));
-                            Feed::Alive
-                        }
-                        None => Feed::Reconnected,
+                DirectiveEvent::Open { .. } => match opened.take() {
+                    Some(o) => {
+                        let _ = o.send(Ok(()));
+                        Feed::Alive
                     }
-                }
+                    None => Feed::Reconnected,
+                },
                 DirectiveEvent::Done(done) => Feed::Done(done),
                 DirectiveEvent::Ping => Feed::Alive,
             };
@@ -750,6 +838,11 @@ async fn read_channel(
         }
         if tx.is_closed() {
             return;
+        }
+        // A stream that ends at once (a draining worker) is not retried
+        // at full speed.
+        if opened_at.elapsed() >= Duration::from_secs(5) {
+            delay = Duration::from_millis(100);
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));

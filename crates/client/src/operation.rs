@@ -299,9 +299,10 @@ where
                 next = ranges.add(start, end, f(left, right));
             }
         }
-        Ok(ranges
-            .whole(n + 1)
-            .expect("every result is combined once all arrived"))
+        ranges.whole(n + 1).ok_or_else(|| Error::Protocol {
+            url: d.client_base(),
+            reason: "the directive ended before every result was folded".into(),
+        })
     }
 
     /// Folds the results with the remote operation `combine` (a function
@@ -330,7 +331,10 @@ where
                 },
             )
             .await?
-            .expect("init is folded");
+            .ok_or_else(|| Error::Protocol {
+                url: d.client_base(),
+                reason: "the directive ended before every result was folded".into(),
+            })?;
         combine.decode(&folded)
     }
 

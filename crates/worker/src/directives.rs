@@ -10,6 +10,10 @@
 //! connection is `no_echo`, so a worker never hears its own publishes: its
 //! own tasks reach its listeners in-process, once.
 //!
+//! Channels are per owner: with tokens configured, a directive id names
+//! a channel of the token that submits (and listens), so no token hears
+//! another's results by guessing its directive id.
+//!
 //! What ends while nobody listens is not kept (the task's record is): a
 //! client that reconnects reads the tasks it still waits for.
 
@@ -30,9 +34,23 @@ use tracing::warn;
 
 use crate::error::{Error, Result};
 
-/// The subject a directive's outcomes are published on in a cluster.
-pub(crate) fn subject(directive: &str) -> String {
-    format!("colony.directive.{directive}")
+/// The subject a channel's outcomes are published on in a cluster.
+pub(crate) fn subject(channel: &str) -> String {
+    format!("colony.directive.{channel}")
+}
+
+/// The channel of `directive` for tasks of `owner`: the id itself
+/// without tokens, else the id and a digest of the owner (one subject
+/// token more).
+pub(crate) fn channel(directive: &str, owner: Option<&str>) -> String {
+    match owner {
+        None => directive.to_owned(),
+        Some(o) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(o.as_bytes());
+            format!("{directive}.{}", &hex::encode(digest)[..16])
+        }
+    }
 }
 
 /// The directive channels of this worker.
@@ -55,11 +73,11 @@ impl Directives {
         let _ = self.nats.set(client);
     }
 
-    /// Tells the directive's listener, here or (in a cluster) anywhere,
-    /// that one of its tasks ended.
+    /// Tells the listener of `channel` (see [`channel`]), here or (in a
+    /// cluster) anywhere, that one of its tasks ended.
     pub(crate) fn done(
         &self,
-        directive: &str,
+        channel: &str,
         id: &TaskId,
         state: TaskState,
         attempts: u32,
@@ -76,17 +94,15 @@ impl Directives {
                 .filter(|o| o.len() <= DONE_OUTPUT_MAX)
                 .map(|o| base64::engine::general_purpose::STANDARD.encode(o)),
         };
-        self.send(directive, event_line(&DirectiveEvent::Done(done)));
+        self.send(channel, event_line(&DirectiveEvent::Done(done)));
     }
 
     /// Like [`Directives::done`], for the task `info` whose result is
     /// already in base64 (a cluster record's).
-    pub(crate) fn done_record(
-        &self,
-        directive: &str,
-        info: &TaskInfo,
-        output_base64: Option<&str>,
-    ) {
+    pub(crate) fn done_record(&self, info: &TaskInfo, output_base64: Option<&str>) {
+        let Some(directive) = &info.directive else {
+            return;
+        };
         let done = TaskDone {
             id: info.id.clone(),
             state: info.state,
@@ -97,7 +113,10 @@ impl Directives {
                 .filter(|b| b.len() <= DONE_OUTPUT_MAX / 3 * 4 + 4)
                 .map(str::to_owned),
         };
-        self.send(directive, event_line(&DirectiveEvent::Done(done)));
+        self.send(
+            &channel(directive, info.owner.as_deref()),
+            event_line(&DirectiveEvent::Done(done)),
+        );
     }
 
     fn send(&self, directive: &str, line: Bytes) {
@@ -114,13 +133,17 @@ impl Directives {
         }
     }
 
-    /// Leases the directive's channel: its task outcomes, one JSON line
-    /// each, from now on (in a cluster, once the subscription is known to
-    /// the server). A newer lease of the same id here replaces this one,
-    /// whose stream then ends.
-    pub async fn listen(self: &Arc<Self>, directive: &str) -> Result<Listener> {
+    /// Leases the channel of `directive` for tasks of `owner`: its task
+    /// outcomes, one JSON line each, from now on (in a cluster, once the
+    /// subscription is known to the server). A newer lease of the same
+    /// channel here replaces this one, whose stream then ends.
+    pub async fn listen(
+        self: &Arc<Self>,
+        directive: &str,
+        owner: Option<&str>,
+    ) -> Result<Listener> {
+        let directive = &channel(directive, owner);
         let (tx, rx) = mpsc::unbounded_channel();
-        let lease = self.leases.fetch_add(1, Ordering::Relaxed);
         let remote = match self.nats.get() {
             Some(nats) => {
                 let sub = nats
@@ -132,6 +155,8 @@ impl Directives {
             }
             None => None,
         };
+        // Numbered once subscribed: the newest lease wins.
+        let lease = self.leases.fetch_add(1, Ordering::Relaxed);
         self.local.lock().insert(directive.to_owned(), (lease, tx));
         Ok(Listener {
             directives: self.clone(),

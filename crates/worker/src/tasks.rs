@@ -110,6 +110,7 @@ pub(crate) struct Live {
     /// Committed states, for long polls.
     pub(crate) watch: watch::Sender<TaskState>,
     pub(crate) cancel: CancellationToken,
+    /// The directive channel that hears how it ends.
     pub(crate) directive: Option<String>,
 }
 
@@ -290,7 +291,10 @@ impl Tasks {
                         }),
                         watch,
                         cancel: CancellationToken::new(),
-                        directive: row.directive,
+                        directive: row
+                            .directive
+                            .as_deref()
+                            .map(|d| crate::directives::channel(d, row.owner.as_deref())),
                     }),
                 );
             }
@@ -338,7 +342,10 @@ impl Tasks {
             }),
             watch,
             cancel: CancellationToken::new(),
-            directive: s.directive.clone(),
+            directive: s
+                .directive
+                .as_deref()
+                .map(|d| crate::directives::channel(d, s.owner.as_deref())),
         });
         // Known before it is committed, so a cancel racing the submit
         // answer finds it; queued for dispatch only once committed.

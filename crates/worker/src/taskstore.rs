@@ -110,6 +110,7 @@ pub(crate) struct QueuedRow {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) not_before_ms: Option<i64>,
     pub(crate) directive: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 /// How a terminal task's output is kept.
@@ -457,7 +458,7 @@ fn recover(
 fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, function, revision, priority, attempts, max_attempts, timeout_ms, not_before_ms, \
-         directive FROM tasks WHERE state = 'queued' ORDER BY id",
+         directive, owner FROM tasks WHERE state = 'queued' ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -470,6 +471,7 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
             r.get::<_, Option<i64>>(6)?,
             r.get::<_, Option<i64>>(7)?,
             r.get::<_, Option<String>>(8)?,
+            r.get::<_, Option<String>>(9)?,
         ))
     })?;
     let mut out = Vec::new();
@@ -484,6 +486,7 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
             timeout_ms,
             not_before_ms,
             directive,
+            owner,
         ) = row?;
         out.push(QueuedRow {
             id: TaskId::parse(&id).map_err(Error::internal)?,
@@ -496,6 +499,7 @@ fn load_queued(conn: &Connection) -> Result<Vec<QueuedRow>> {
             timeout_ms: timeout_ms.map(|v| v as u64),
             not_before_ms,
             directive,
+            owner,
         });
     }
     Ok(out)

@@ -1107,10 +1107,11 @@ impl Worker {
             .await
     }
 
-    /// Leases the channel of `directive` (see [`Directives::listen`]).
-    pub async fn listen(&self, directive: &str) -> Result<crate::Listener> {
+    /// Leases the channel of `directive` for tasks of `owner` (see
+    /// [`Directives::listen`]).
+    pub async fn listen(&self, directive: &str, owner: Option<&str>) -> Result<crate::Listener> {
         crate::directives::check(directive)?;
-        self.directives.listen(directive).await
+        self.directives.listen(directive, owner).await
     }
 
     /// Cancels a task; see the task module.

@@ -351,3 +351,66 @@ async fn each_token_has_a_bounded_number_of_requests_in_flight() {
     )
     .await;
 }
+
+/// The next line of a streamed body.
+async fn next_line(body: &mut Body) -> serde_json::Value {
+    use http_body_util::BodyExt;
+    let frame = body.frame().await.unwrap().unwrap();
+    let data = frame.into_data().unwrap();
+    serde_json::from_slice(data.trim_ascii_end()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_hears_only_its_own_directive_channels() {
+    use tower::ServiceExt;
+    let api = api().await;
+    let r = api
+        .send_as(
+            Some(ADMIN),
+            "PUT",
+            "/functions/echo?executor=builtin",
+            "echo",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let listen = |token: Option<&'static str>| {
+        let mut req = axum::http::Request::builder().uri("/directives/d1/events");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        api.router.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        listen(None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let mut theirs = listen(Some(OTHER)).await.unwrap().into_body();
+    let mut mine = listen(Some(APP)).await.unwrap().into_body();
+    assert_eq!(next_line(&mut theirs).await["event"], "open");
+    assert_eq!(next_line(&mut mine).await["event"], "open");
+    let r = api
+        .send_as(
+            Some(APP),
+            "POST",
+            "/tasks",
+            json!({"function": "echo", "input": "for app", "directive": "d1"}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let done = next_line(&mut mine).await;
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["id"], id.as_str());
+    assert_eq!(done["state"], "succeeded");
+    // "for app", base64.
+    assert_eq!(done["output_base64"], "Zm9yIGFwcA==");
+    // The other token listens on the same id and hears nothing.
+    use http_body_util::BodyExt;
+    let heard = tokio::time::timeout(std::time::Duration::from_millis(300), theirs.frame()).await;
+    assert!(heard.is_err(), "another token's channel heard {heard:?}");
+    // A malformed id is refused.
+    let r = api
+        .send_as(Some(APP), "GET", "/directives/bad.id/events", Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+}

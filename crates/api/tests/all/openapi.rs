@@ -25,6 +25,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/tasks/{id}", &["get", "delete"]),
     ("/tasks/{id}/result", &["get"]),
     ("/tasks/{id}/files/{file}", &["get"]),
+    ("/directives/{id}/events", &["get"]),
     ("/status", &["get"]),
     ("/workers", &["get"]),
     ("/metrics", &["get"]),

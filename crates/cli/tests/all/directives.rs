@@ -451,3 +451,65 @@ async fn colony_map_folds_and_writes_jsonl_in_input_order() {
     assert!(stderr.contains("in.jsonl:3"), "{stderr}");
     assert!(stderr.contains("expected a JSON number"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_results_are_fetched_and_shared_keys_are_refused() {
+    use colony_client::{Directive, Input};
+    use futures_util::StreamExt;
+    let server = TestServer::start(&bin(), &[]);
+    let client = Client::new(&server.url).unwrap();
+    deploy_builtins(&client).await;
+    // Results over 64 KiB are not inline in the channel: fetched, and
+    // counted in the window until they are.
+    let echo = Operation::<String, String>::new("echo");
+    let big: Vec<String> = (0..12).map(|i| format!("{i}").repeat(100_000)).collect();
+    let out = client
+        .map(&echo, big.clone())
+        .window(4)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out, big);
+    // Two inputs with one key would be one task: the second is refused,
+    // named, and the first still gets its result.
+    let inputs = vec![
+        Ok(Input {
+            bytes: "one".into(),
+            key: Some("same-key".into()),
+            label: Some("first".into()),
+        }),
+        Ok(Input {
+            bytes: "two".into(),
+            key: Some("same-key".into()),
+            label: Some("second".into()),
+        }),
+    ];
+    let mut d = Directive::open(
+        &client,
+        "echo",
+        futures_util::stream::iter(inputs).boxed(),
+        DirectiveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let mut outcomes = Vec::new();
+    while let Some(next) = d.next().await {
+        outcomes.push(next.unwrap());
+    }
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    let ok: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().ok())
+        .collect();
+    assert_eq!(ok.len(), 1);
+    assert!(ok[0] == "one" || ok[0] == "two");
+    let err = outcomes
+        .iter()
+        .find_map(|(_, o)| o.as_ref().err())
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("same-key") && err.contains("also the key of"),
+        "{err}"
+    );
+}

@@ -611,10 +611,8 @@ impl ClusterTasks {
         self.metrics
             .task_finished(rec.info.function.as_str(), rec.info.state.as_str());
         info!(target: "colony::task", task = %rec.info.id, function = %rec.info.function, attempts = rec.info.attempts, state = rec.info.state.as_str(), "task finished");
-        if let Some(d) = &rec.info.directive {
-            self.directives
-                .done_record(d, &rec.info, rec.result.as_deref());
-        }
+        self.directives
+            .done_record(&rec.info, rec.result.as_deref());
     }
 
     /// Ends a task that does not run (cancelled, or lost for good):
