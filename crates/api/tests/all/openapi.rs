@@ -166,9 +166,12 @@ async fn the_document_lists_every_route_with_its_answers() {
             }
 
             // The router answers it: neither the fallback's 404 nor a 405.
-            let r = api
-                .send(&method.to_uppercase(), &concrete(path), Body::empty())
-                .await;
+            // (A directive's stream does not end: asked with a bad id.)
+            let uri = match *path {
+                "/directives/{id}/events" => "/directives/bad.id/events".to_owned(),
+                _ => concrete(path),
+            };
+            let r = api.send(&method.to_uppercase(), &uri, Body::empty()).await;
             let fallback = r.status == StatusCode::METHOD_NOT_ALLOWED
                 || (r.status == StatusCode::NOT_FOUND && r.json()["code"] == "not_found");
             assert!(!fallback, "{what}: not routed: {} {}", r.status, r.text());

@@ -134,6 +134,10 @@ async fn a_fatal_error_aborts_the_directive_and_names_the_input() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(left, 0, "tasks left 1 s after the abort");
+    eprintln!(
+        "nothing queued or running {:?} after the error returned",
+        returned.elapsed()
+    );
     let all = directive_tasks(&client, "fatal", None).await;
     let cancelled = all
         .iter()

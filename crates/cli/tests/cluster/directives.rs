@@ -167,6 +167,10 @@ async fn a_fatal_error_aborts_a_directive_across_the_cluster() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(left, 0, "tasks left 1 s after the abort");
+    eprintln!(
+        "nothing queued or running {:?} after the error returned",
+        returned.elapsed()
+    );
     assert!(directive_tasks(&c, "fatal", Some(TaskState::Cancelled)).await > 0);
     assert!(directive_tasks(&c, "fatal", None).await < 150);
 }
