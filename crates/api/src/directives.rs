@@ -58,32 +58,31 @@ pub(crate) async fn events(
     // submitted.
     let owner = caller.owner();
     let listener = state.worker.listen(&id, owner.as_deref()).await?;
-    let mut drain = state.worker.drain_signal();
-    // Already draining: the stream says it listens, then ends.
-    let draining = *drain.borrow_and_update();
+    // Ends when the worker drains (at once if it already does: the stream
+    // then says it listens, and ends).
+    let drain = state.worker.drain_signal();
     let open = line(&DirectiveEvent::Open { directive: id });
     let ping = line(&DirectiveEvent::Ping);
     let start = tokio::time::Instant::now() + PING_EVERY;
     let ticks = tokio::time::interval_at(start, PING_EVERY);
-    let events = stream::unfold((listener, ticks), move |(mut listener, mut ticks)| {
-        let (ping, mut drain) = (ping.clone(), drain.clone());
-        async move {
-            let next = tokio::select! {
-                line = listener.next() => line?,
-                _ = ticks.tick() => ping,
-                _ = drain.wait_for(|d| *d) => return None,
-            };
-            ticks.reset();
-            Some((Ok::<_, Infallible>(next), (listener, ticks)))
-        }
-    });
-    let body = stream::once(async move { Ok(open) });
-    let body = if draining {
-        Body::from_stream(body)
-    } else {
-        Body::from_stream(body.chain(events))
-    };
-    let mut resp = body.into_response();
+    let events = stream::unfold(
+        (listener, ticks, drain),
+        move |(mut listener, mut ticks, mut drain)| {
+            let ping = ping.clone();
+            async move {
+                let next = tokio::select! {
+                    biased;
+                    _ = drain.wait_for(|d| *d) => return None,
+                    line = listener.next() => line?,
+                    _ = ticks.tick() => ping,
+                };
+                ticks.reset();
+                Some((Ok::<_, Infallible>(next), (listener, ticks, drain)))
+            }
+        },
+    );
+    let body = stream::once(async move { Ok(open) }).chain(events);
+    let mut resp = Body::from_stream(body).into_response();
     let headers = resp.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -438,24 +438,16 @@ async fn task_run(
         tokio::time::sleep(STATUS_POLL).await;
     };
 
-    // Check that they all succeeded, page by page.
+    // Check that they all succeeded.
     let mut pending: HashSet<String> = all.ids.into_iter().collect();
-    let mut query = TaskQuery {
+    let query = TaskQuery {
         state: Some(TaskState::Succeeded),
         function: Some(function.to_owned()),
         limit: Some(1000),
-        after: None,
-        directive: None,
+        ..Default::default()
     };
-    while !pending.is_empty() {
-        let page = client.tasks(&query).await?;
-        for t in &page.tasks {
-            pending.remove(t.id.as_str());
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
+    for t in client.all_tasks(&query).await? {
+        pending.remove(t.id.as_str());
     }
     let mut first_error = all.first_error;
     if let Some(id) = pending.iter().next() {

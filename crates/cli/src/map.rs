@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use colony_client::{Client, Directive, DirectiveOptions, Input, Stats, Tag};
+use colony_client::{Client, Directive, DirectiveOptions, Input, Stats, Tag, key_digest};
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 
 use crate::ServerArg;
 
@@ -104,20 +103,14 @@ impl Source {
         }
     }
 
-    /// The inputs, read as they are submitted, each with its key and
-    /// label; and the names of the inputs in order (files only).
+    /// The inputs, read as they are submitted, each with its key (named
+    /// by its line number or file name, and its content) and label.
     fn stream(
         &self,
         prefix: String,
     ) -> anyhow::Result<futures_util::stream::BoxStream<'static, colony_client::Result<Input>>>
     {
-        let key = move |id: &str, content: &[u8]| {
-            let mut h = Sha256::new();
-            h.update(id.as_bytes());
-            h.update([0]);
-            h.update(content);
-            format!("{prefix}:{}", &hex::encode(h.finalize())[..32])
-        };
+        let key = move |id: &str, content: &[u8]| format!("{prefix}:{}", key_digest(id, content));
         match self {
             Source::Lines(path, _) => {
                 let file = std::fs::File::open(path)

@@ -46,8 +46,9 @@ pub const DEFAULT_WINDOW: usize = 256;
 const RECONCILE_AFTER: Duration = Duration::from_secs(15);
 /// A channel with no line (not even a ping) for this long is broken.
 const STREAM_IDLE: Duration = Duration::from_secs(30);
-/// Submissions tried this many times on transport errors and 503/429.
-const SUBMIT_TRIES: u32 = 10;
+/// Submissions and result reads tried this many times on transport
+/// errors and 503/429.
+const RETRIES: u32 = 10;
 
 /// How a directive runs its tasks.
 #[derive(Debug, Clone)]
@@ -311,14 +312,10 @@ impl Directive {
         &self.id
     }
 
-    pub(crate) fn client_base(&self) -> String {
-        self.client.base().to_owned()
-    }
-
     /// How far it got.
     pub fn stats(&self) -> Stats {
         Stats {
-            in_flight: (self.submitting + self.in_flight.len()) as u64,
+            in_flight: self.busy() as u64,
             ..self.stats
         }
     }
@@ -338,7 +335,7 @@ impl Directive {
     pub fn push(&mut self, tag: Tag, function: Arc<str>, input: Bytes, label: String) {
         self.queue.push_back(Job {
             tag,
-            key: format!("{}:{tag}:{}", self.prefix, digest(&function, &input)),
+            key: format!("{}:{tag}:{}", self.prefix, key_digest(&function, &input)),
             function,
             input,
             label: Arc::from(label),
@@ -356,7 +353,7 @@ impl Directive {
         Job {
             tag,
             key: input.key.unwrap_or_else(|| {
-                let d = digest(&self.function, &input.bytes);
+                let d = key_digest(&self.function, &input.bytes);
                 format!("{}:{tag}:{d}", self.prefix)
             }),
             label: Arc::from(
@@ -394,18 +391,8 @@ impl Directive {
         };
         self.pending.push(
             async move {
-                let mut delay = Duration::from_millis(100);
-                let mut tries = 1;
-                loop {
-                    match client.submit(&task).await {
-                        Err(e) if tries < SUBMIT_TRIES && transient(&e) => {
-                            tries += 1;
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(5));
-                        }
-                        answer => return Step::Submitted(job, answer, generation),
-                    }
-                }
+                let answer = retrying(|| client.submit(&task)).await;
+                Step::Submitted(job, answer, generation)
             }
             .boxed(),
         );
@@ -432,9 +419,8 @@ impl Directive {
                         let failed = failed(&id, info.state, info.error);
                         Step::Read(id, Err(failed))
                     }
-                    Ok(_) => Step::Unfinished(id),
-                    // Read again at the next silence.
-                    Err(_) => Step::Unfinished(id),
+                    // Unfinished, or unreadable now: read again later.
+                    _ => Step::Unfinished(id),
                 }
             }
             .boxed(),
@@ -741,24 +727,33 @@ async fn next_input(
     }
 }
 
-/// 16 bytes of sha256 of a task's function and input, in hex: keys name
-/// what they run.
-fn digest(function: &str, input: &[u8]) -> String {
+/// 16 bytes of sha256 of `name`, a zero byte and `bytes`, in hex: how
+/// idempotency keys name what they run (a function and its input, or an
+/// input's own name and content).
+pub fn key_digest(name: &str, bytes: &[u8]) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    h.update(function.as_bytes());
+    h.update(name.as_bytes());
     h.update([0]);
-    h.update(input);
+    h.update(bytes);
     hex::encode(&h.finalize()[..16])
 }
 
 /// A succeeded task's result, read again on transient errors.
 async fn fetch(client: &Client, id: &TaskId) -> Result<Bytes> {
+    retrying(|| client.task_result(id.as_str())).await
+}
+
+/// `call`, made again with a growing delay on transient errors, up to
+/// `RETRIES` times in all.
+async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+    mut call: impl FnMut() -> F,
+) -> Result<T> {
     let mut delay = Duration::from_millis(100);
     let mut tries = 1;
     loop {
-        match client.task_result(id.as_str()).await {
-            Err(e) if tries < SUBMIT_TRIES && transient(&e) => {
+        match call().await {
+            Err(e) if tries < RETRIES && transient(&e) => {
                 tries += 1;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -932,6 +927,15 @@ impl<V> Ranges<V> {
         None
     }
 
+    /// Adds the result of `start..end` and combines it with `f` as far as
+    /// its free neighbours allow.
+    pub(crate) fn add_with(&mut self, start: u64, end: u64, v: V, mut f: impl FnMut(V, V) -> V) {
+        let mut next = self.add(start, end, v);
+        while let Some(p) = next {
+            next = self.add(p.start, p.end, f(p.left, p.right));
+        }
+    }
+
     /// The one result covering `0..end`, once everything is combined.
     pub(crate) fn whole(&mut self, end: u64) -> Option<V> {
         match self.by_start.first_key_value() {
@@ -960,13 +964,11 @@ mod tests {
             let mut ranges = Ranges::default();
             let mut combines = 0;
             for i in order {
-                let mut next = Some((i as u64, i as u64 + 1, words[i].to_owned()));
-                while let Some((s, e, v)) = next.take() {
-                    if let Some(p) = ranges.add(s, e, v) {
-                        combines += 1;
-                        next = Some((p.start, p.end, p.left + &p.right));
-                    }
-                }
+                let (s, e) = (i as u64, i as u64 + 1);
+                ranges.add_with(s, e, words[i].to_owned(), |a, b| {
+                    combines += 1;
+                    a + &b
+                });
             }
             assert_eq!(ranges.whole(7).as_deref(), Some("abcdefg"), "seed {seed}");
             assert_eq!(combines, 6);

@@ -24,7 +24,9 @@
 mod directive;
 mod operation;
 
-pub use directive::{AbortHandle, DEFAULT_WINDOW, Directive, DirectiveOptions, Input, Stats, Tag};
+pub use directive::{
+    AbortHandle, DEFAULT_WINDOW, Directive, DirectiveOptions, Input, Stats, Tag, key_digest,
+};
 pub use operation::{Format, Map, Operation};
 
 use std::time::{Duration, Instant};
@@ -550,6 +552,22 @@ impl Client {
         let (url, req) = self.request(Method::GET, "/tasks");
         let req = req.query(&query.query());
         Self::json(&url, Self::send(&url, req).await?).await
+    }
+
+    /// Every task `query` selects, page after page from its `after`. It
+    /// holds them all: for bounded selections (a directive's tasks, a
+    /// function's in a test).
+    pub async fn all_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskInfo>> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.tasks(&query).await?;
+            all.extend(page.tasks);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Leases the channel of directive `id` and returns its stream of

@@ -28,7 +28,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::directive::{AbortHandle, Directive, DirectiveOptions, Input, Pair, Ranges, Stats, Tag};
+use crate::directive::{AbortHandle, Directive, DirectiveOptions, Input, Ranges, Stats, Tag};
 use crate::{Client, Error, Result};
 
 /// How an operation's inputs and outputs are encoded.
@@ -133,6 +133,15 @@ impl<I: Serialize, O: DeserializeOwned> Operation<I, O> {
     pub async fn call(&self, client: &Client, input: &I) -> Result<O> {
         let out = client.invoke(&self.function, self.encode(input)?).await?;
         self.decode(&out.output)
+    }
+}
+
+/// A fold whose directive ended before every result was in (a server
+/// that lost tasks, not a task's failure).
+fn unfolded(url: String) -> Error {
+    Error::Protocol {
+        url,
+        reason: "the directive ended before every result was folded".into(),
     }
 }
 
@@ -273,36 +282,16 @@ where
     /// in input order, so `f` need not be commutative and the fold does
     /// not wait for the slowest task. `init` comes first.
     pub async fn fold(self, init: O, mut f: impl FnMut(O, O) -> O) -> Result<O> {
-        let (mut d, op) = self.open().await?;
+        let url = self.client.base().to_owned();
         let mut ranges = Ranges::default();
         let _ = ranges.add(0, 1, init);
         let mut n = 0;
-        while let Some(next) = d.next().await {
-            let (tag, outcome) = next?;
-            let out = match outcome.and_then(|b| op.decode(&b)) {
-                Ok(out) => out,
-                Err(e) => {
-                    d.abort().await;
-                    return Err(e);
-                }
-            };
-            let Tag::Input(i) = tag else { continue };
+        self.for_each(|i, out| {
             n = n.max(i + 1);
-            let mut next = ranges.add(i + 1, i + 2, out);
-            while let Some(Pair {
-                start,
-                end,
-                left,
-                right,
-            }) = next
-            {
-                next = ranges.add(start, end, f(left, right));
-            }
-        }
-        ranges.whole(n + 1).ok_or_else(|| Error::Protocol {
-            url: d.client_base(),
-            reason: "the directive ended before every result was folded".into(),
+            ranges.add_with(i + 1, i + 2, out, &mut f);
         })
+        .await?;
+        ranges.whole(n + 1).ok_or_else(|| unfolded(url))
     }
 
     /// Folds the results with the remote operation `combine` (a function
@@ -312,6 +301,7 @@ where
     /// comes first. A failed combination aborts the directive like a
     /// failed input.
     pub async fn fold_op(self, combine: &Operation<(O, O), O>, init: O) -> Result<O> {
+        let url = self.client.base().to_owned();
         let (mut d, op) = self.open().await?;
         let init = encode(combine.format, combine.function(), &init)?;
         let same = op.format == combine.format;
@@ -331,10 +321,7 @@ where
                 },
             )
             .await?
-            .ok_or_else(|| Error::Protocol {
-                url: d.client_base(),
-                reason: "the directive ended before every result was folded".into(),
-            })?;
+            .ok_or_else(|| unfolded(url))?;
         combine.decode(&folded)
     }
 

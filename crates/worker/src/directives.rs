@@ -39,10 +39,15 @@ pub(crate) fn subject(channel: &str) -> String {
     format!("colony.directive.{channel}")
 }
 
+/// The channel of a task of `directive` (if any) submitted by `owner`.
+pub(crate) fn channel_of(directive: Option<&str>, owner: Option<&str>) -> Option<String> {
+    directive.map(|d| channel(d, owner))
+}
+
 /// The channel of `directive` for tasks of `owner`: the id itself
 /// without tokens, else the id and a digest of the owner (one subject
 /// token more).
-pub(crate) fn channel(directive: &str, owner: Option<&str>) -> String {
+fn channel(directive: &str, owner: Option<&str>) -> String {
     match owner {
         None => directive.to_owned(),
         Some(o) => {
@@ -56,7 +61,7 @@ pub(crate) fn channel(directive: &str, owner: Option<&str>) -> String {
 /// The directive channels of this worker.
 #[derive(Debug, Default)]
 pub struct Directives {
-    /// Listeners here, by directive id: (lease number, sender).
+    /// Listeners here, by channel: (lease number, sender).
     local: Mutex<HashMap<String, (u64, mpsc::UnboundedSender<Bytes>)>>,
     leases: AtomicU64,
     /// The cluster connection, once there is one.
@@ -75,7 +80,7 @@ impl Directives {
 
     /// Tells the listener of `channel` (see [`channel`]), here or (in a
     /// cluster) anywhere, that one of its tasks ended.
-    pub(crate) fn done(
+    pub(crate) async fn done(
         &self,
         channel: &str,
         id: &TaskId,
@@ -94,13 +99,14 @@ impl Directives {
                 .filter(|o| o.len() <= DONE_OUTPUT_MAX)
                 .map(|o| base64::engine::general_purpose::STANDARD.encode(o)),
         };
-        self.send(channel, event_line(&DirectiveEvent::Done(done)));
+        self.send(channel, event_line(&DirectiveEvent::Done(done)))
+            .await;
     }
 
     /// Like [`Directives::done`], for the task `info` whose result is
     /// already in base64 (a cluster record's).
-    pub(crate) fn done_record(&self, info: &TaskInfo, output_base64: Option<&str>) {
-        let Some(directive) = &info.directive else {
+    pub(crate) async fn done_record(&self, info: &TaskInfo, output_base64: Option<&str>) {
+        let Some(channel) = channel_of(info.directive.as_deref(), info.owner.as_deref()) else {
             return;
         };
         let done = TaskDone {
@@ -110,26 +116,21 @@ impl Directives {
             error: info.error.clone(),
             output_size: info.output_size,
             output_base64: output_base64
-                .filter(|b| b.len() <= DONE_OUTPUT_MAX / 3 * 4 + 4)
+                .filter(|_| info.output_size.unwrap_or(0) <= DONE_OUTPUT_MAX as u64)
                 .map(str::to_owned),
         };
-        self.send(
-            &channel(directive, info.owner.as_deref()),
-            event_line(&DirectiveEvent::Done(done)),
-        );
+        self.send(&channel, event_line(&DirectiveEvent::Done(done)))
+            .await;
     }
 
-    fn send(&self, directive: &str, line: Bytes) {
-        if let Some((_, tx)) = self.local.lock().get(directive) {
+    async fn send(&self, channel: &str, line: Bytes) {
+        if let Some((_, tx)) = self.local.lock().get(channel) {
             let _ = tx.send(line.clone());
         }
-        if let Some(nats) = self.nats.get() {
-            let (nats, subject) = (nats.clone(), subject(directive));
-            tokio::spawn(async move {
-                if let Err(e) = nats.publish(subject, line).await {
-                    warn!(cause = %e, "cannot publish a directive's task outcome");
-                }
-            });
+        if let Some(nats) = self.nats.get()
+            && let Err(e) = nats.publish(subject(channel), line).await
+        {
+            warn!(cause = %e, "cannot publish a directive's task outcome");
         }
     }
 
@@ -142,12 +143,12 @@ impl Directives {
         directive: &str,
         owner: Option<&str>,
     ) -> Result<Listener> {
-        let directive = &channel(directive, owner);
+        let channel = channel(directive, owner);
         let (tx, rx) = mpsc::unbounded_channel();
         let remote = match self.nats.get() {
             Some(nats) => {
                 let sub = nats
-                    .subscribe(subject(directive))
+                    .subscribe(subject(&channel))
                     .await
                     .map_err(crate::cluster::unavailable)?;
                 nats.flush().await.map_err(crate::cluster::unavailable)?;
@@ -157,10 +158,10 @@ impl Directives {
         };
         // Numbered once subscribed: the newest lease wins.
         let lease = self.leases.fetch_add(1, Ordering::Relaxed);
-        self.local.lock().insert(directive.to_owned(), (lease, tx));
+        self.local.lock().insert(channel.clone(), (lease, tx));
         Ok(Listener {
             directives: self.clone(),
-            directive: directive.to_owned(),
+            channel,
             lease,
             local: rx,
             remote,
@@ -179,7 +180,7 @@ pub fn event_line(event: &DirectiveEvent) -> Bytes {
 /// the lease.
 pub struct Listener {
     directives: Arc<Directives>,
-    directive: String,
+    channel: String,
     lease: u64,
     local: mpsc::UnboundedReceiver<Bytes>,
     remote: Option<async_nats::Subscriber>,
@@ -188,7 +189,7 @@ pub struct Listener {
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Listener")
-            .field("directive", &self.directive)
+            .field("channel", &self.channel)
             .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
@@ -218,10 +219,10 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let mut local = self.directives.local.lock();
         if local
-            .get(&self.directive)
+            .get(&self.channel)
             .is_some_and(|(lease, _)| *lease == self.lease)
         {
-            local.remove(&self.directive);
+            local.remove(&self.channel);
         }
     }
 }

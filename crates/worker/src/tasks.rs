@@ -27,7 +27,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
 use crate::blobs::Blobs;
-use crate::directives::Directives;
+use crate::directives::{Directives, channel_of};
 use crate::error::{Error, Result};
 use crate::taskstore::{
     Change, Inserted, ListQuery, NewTask, QueuedRow, ResultRow, StoredOutput, TaskStore,
@@ -291,10 +291,7 @@ impl Tasks {
                         }),
                         watch,
                         cancel: CancellationToken::new(),
-                        directive: row
-                            .directive
-                            .as_deref()
-                            .map(|d| crate::directives::channel(d, row.owner.as_deref())),
+                        directive: channel_of(row.directive.as_deref(), row.owner.as_deref()),
                     }),
                 );
             }
@@ -342,10 +339,7 @@ impl Tasks {
             }),
             watch,
             cancel: CancellationToken::new(),
-            directive: s
-                .directive
-                .as_deref()
-                .map(|d| crate::directives::channel(d, s.owner.as_deref())),
+            directive: channel_of(s.directive.as_deref(), s.owner.as_deref()),
         });
         // Known before it is committed, so a cancel racing the submit
         // answer finds it; queued for dispatch only once committed.
@@ -503,7 +497,7 @@ impl Tasks {
             return Ok(next);
         }
         // The result as the directive's channel tells it.
-        let kept = output.clone();
+        let kept = live.directive.as_ref().and(output.clone());
         let (next, error, stored) = match output {
             None => (next, error, StoredOutput::None),
             Some(out) if out.len() <= self.config.result_inline_max => {
@@ -542,12 +536,10 @@ impl Tasks {
             }
         };
         let expires = now.saturating_add(self.config.ttl.as_millis() as i64);
+        // Told the channel after the commit (a result that could not be
+        // stored is not told).
         let told = live.directive.as_ref().map(|_| {
-            let output = match (&stored, &kept) {
-                (StoredOutput::None, _) => None,
-                (_, Some(out)) => Some(out.clone()),
-                (_, None) => None,
-            };
+            let output = kept.filter(|_| !matches!(stored, StoredOutput::None));
             (error.clone(), output)
         });
         let change = Change::Finish {
@@ -563,14 +555,16 @@ impl Tasks {
         self.settle(live, next);
         if let (Some(d), Some((error, output))) = (&live.directive, told) {
             let attempts = live.state.lock().attempts;
-            self.directives.done(
-                d,
-                &live.id,
-                next,
-                attempts,
-                error.as_ref(),
-                output.as_deref(),
-            );
+            self.directives
+                .done(
+                    d,
+                    &live.id,
+                    next,
+                    attempts,
+                    error.as_ref(),
+                    output.as_deref(),
+                )
+                .await;
         }
         Ok(next)
     }
@@ -740,7 +734,8 @@ impl Tasks {
                 if let Some(d) = &live.directive {
                     let attempts = live.state.lock().attempts;
                     self.directives
-                        .done(d, &live.id, next, attempts, None, None);
+                        .done(d, &live.id, next, attempts, None, None)
+                        .await;
                 }
                 Ok(())
             }

@@ -6,7 +6,7 @@ use colony_api::{Auth, Scope};
 use colony_testsupport::guests;
 use serde_json::json;
 
-use super::Api;
+use super::{Api, next_line};
 
 const ADMIN: &str = "admin-token-0123456789";
 const APP: &str = "app-token-0123456789";
@@ -352,17 +352,8 @@ async fn each_token_has_a_bounded_number_of_requests_in_flight() {
     .await;
 }
 
-/// The next line of a streamed body.
-async fn next_line(body: &mut Body) -> serde_json::Value {
-    use http_body_util::BodyExt;
-    let frame = body.frame().await.unwrap().unwrap();
-    let data = frame.into_data().unwrap();
-    serde_json::from_slice(data.trim_ascii_end()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_hears_only_its_own_directive_channels() {
-    use tower::ServiceExt;
     let api = api().await;
     let r = api
         .send_as(
@@ -373,21 +364,14 @@ async fn a_token_hears_only_its_own_directive_channels() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    let listen = |token: Option<&'static str>| {
-        let mut req = axum::http::Request::builder().uri("/directives/d1/events");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        api.router.clone().oneshot(req.body(Body::empty()).unwrap())
-    };
     assert_eq!(
-        listen(None).await.unwrap().status(),
+        api.listen(None, "d1").await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let mut theirs = listen(Some(OTHER)).await.unwrap().into_body();
-    let mut mine = listen(Some(APP)).await.unwrap().into_body();
-    assert_eq!(next_line(&mut theirs).await["event"], "open");
-    assert_eq!(next_line(&mut mine).await["event"], "open");
+    let mut theirs = api.listen(Some(OTHER), "d1").await.into_body();
+    let mut mine = api.listen(Some(APP), "d1").await.into_body();
+    assert_eq!(next_line(&mut theirs).await.unwrap()["event"], "open");
+    assert_eq!(next_line(&mut mine).await.unwrap()["event"], "open");
     let r = api
         .send_as(
             Some(APP),
@@ -398,15 +382,18 @@ async fn a_token_hears_only_its_own_directive_channels() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_owned();
-    let done = next_line(&mut mine).await;
+    let done = next_line(&mut mine).await.unwrap();
     assert_eq!(done["event"], "done");
     assert_eq!(done["id"], id.as_str());
     assert_eq!(done["state"], "succeeded");
     // "for app", base64.
     assert_eq!(done["output_base64"], "Zm9yIGFwcA==");
     // The other token listens on the same id and hears nothing.
-    use http_body_util::BodyExt;
-    let heard = tokio::time::timeout(std::time::Duration::from_millis(300), theirs.frame()).await;
+    let heard = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        next_line(&mut theirs),
+    )
+    .await;
     assert!(heard.is_err(), "another token's channel heard {heard:?}");
     // A malformed id is refused.
     let r = api

@@ -67,6 +67,27 @@ impl Reply {
     }
 }
 
+/// A request, with `Authorization: Bearer <token>` when given.
+fn request_as(
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: impl Into<Body>,
+) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.body(body.into()).unwrap()
+}
+
+/// The next line of a streamed body, as JSON; `None` once it ended.
+async fn next_line(body: &mut Body) -> Option<Value> {
+    let frame = body.frame().await?.unwrap();
+    let data = frame.into_data().unwrap();
+    Some(serde_json::from_slice(data.trim_ascii_end()).unwrap())
+}
+
 impl Api {
     async fn new() -> Self {
         Self::with(|_| {}).await
@@ -107,11 +128,16 @@ impl Api {
         uri: &str,
         body: impl Into<Body>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        self.request(req.body(body.into()).unwrap()).await
+        self.request(request_as(token, method, uri, body)).await
+    }
+
+    /// Leases a directive's channel (`GET /directives/{id}/events`), as
+    /// `token` when given: the answer with its body not read (it does not
+    /// end); read it with [`next_line`].
+    async fn listen(&self, token: Option<&str>, id: &str) -> axum::response::Response {
+        let uri = format!("/directives/{id}/events");
+        let req = request_as(token, "GET", &uri, Body::empty());
+        self.router.clone().oneshot(req).await.unwrap()
     }
 
     /// Sends a request built by the caller (for headers of its own).

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use colony_testsupport::guests;
 use serde_json::{Value, json};
 
-use super::{Api, Reply};
+use super::{Api, Reply, next_line};
 
 impl Api {
     pub(crate) async fn submit(&self, body: Value) -> Reply {
@@ -563,4 +563,32 @@ async fn a_result_that_cannot_be_stored_fails_the_task_cleanly() {
         .submit_ok(json!({"function": "echo", "input": "ok"}))
         .await;
     assert_eq!(api.finished(&id).await["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directive_stream_tells_cancels_and_ends_when_the_worker_drains() {
+    let api = Api::new().await;
+    api.deploy("sleep", "", guests::SLEEP).await;
+    let mut stream = api.listen(None, "d2").await.into_body();
+    assert_eq!(next_line(&mut stream).await.unwrap()["event"], "open");
+    // A cancelled task is told, with its state.
+    let id = api
+        .submit_ok(json!({"function": "sleep", "directive": "d2", "priority": -1}))
+        .await;
+    let r = api
+        .send("DELETE", &format!("/tasks/{id}"), Body::empty())
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    let done = next_line(&mut stream).await.unwrap();
+    assert_eq!((&done["event"], &done["id"]), (&json!("done"), &json!(id)));
+    assert_eq!(done["state"], "cancelled");
+    // Draining ends the stream; one opened while draining says it
+    // listens, then ends.
+    api.worker.begin_drain();
+    let end = tokio::time::timeout(Duration::from_secs(5), next_line(&mut stream)).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    let mut late = api.listen(None, "d3").await.into_body();
+    assert_eq!(next_line(&mut late).await.unwrap()["event"], "open");
+    let end = tokio::time::timeout(Duration::from_secs(5), next_line(&mut late)).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
 }

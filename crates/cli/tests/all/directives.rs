@@ -4,49 +4,16 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use colony_client::{Client, DeployOptions, DirectiveOptions, Error, Format, Operation, TaskQuery};
+use colony_client::{Client, DirectiveOptions, Error, Format, Operation, TaskQuery};
 use colony_core::TaskState;
 use colony_core::wire::DirectiveEvent;
 use colony_testsupport::{TestServer, guests};
 
 use super::bin;
 
-pub(crate) async fn deploy_builtins(client: &Client) {
-    let builtin = DeployOptions {
-        executor: Some("builtin".into()),
-        ..Default::default()
-    };
-    for name in ["square", "add", "echo"] {
-        client.deploy(name, name, &builtin).await.unwrap();
-    }
-}
-
-/// All tasks of a directive, every page.
-pub(crate) async fn directive_tasks(
-    client: &Client,
-    directive: &str,
-    state: Option<TaskState>,
-) -> Vec<colony_core::wire::TaskInfo> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = client
-            .tasks(&TaskQuery {
-                state,
-                directive: Some(directive.to_owned()),
-                limit: Some(1000),
-                after: after.take(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        all.extend(page.tasks);
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return all,
-        }
-    }
-}
+#[path = "../common/directives.rs"]
+mod common;
+use common::{deploy_builtins, directive_tasks, settled};
 
 pub(crate) const SUM_OF_SQUARES_100K: u64 = 100_000 * 100_001 * 200_001 / 6;
 
@@ -124,20 +91,8 @@ async fn a_fatal_error_aborts_the_directive_and_names_the_input() {
         other => panic!("expected TaskFailed, got {other:?}"),
     }
     // Within 1 s, nothing of it is queued or running.
-    let left = loop {
-        let queued = directive_tasks(&client, "fatal", Some(TaskState::Queued)).await;
-        let running = directive_tasks(&client, "fatal", Some(TaskState::Running)).await;
-        let left = queued.len() + running.len();
-        if left == 0 || returned.elapsed() > Duration::from_secs(1) {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(left, 0, "tasks left 1 s after the abort");
-    eprintln!(
-        "nothing queued or running {:?} after the error returned",
-        returned.elapsed()
-    );
+    let took = settled(&client, "fatal", returned, Duration::from_secs(1)).await;
+    eprintln!("nothing queued or running {took:?} after the error returned");
     let all = directive_tasks(&client, "fatal", None).await;
     let cancelled = all
         .iter()
@@ -183,23 +138,8 @@ async fn an_explicit_abort_cancels_what_is_unfinished() {
         matches!(err, Error::Aborted { ref directive } if directive == "stopped"),
         "{err}"
     );
-    let left: Vec<_> = directive_tasks(&client, "stopped", None)
-        .await
-        .into_iter()
-        .filter(|t| !t.state.is_terminal())
-        .collect();
     // Cancelling a running guest may take an epoch tick.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut left = left;
-    while !left.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        left = directive_tasks(&client, "stopped", None)
-            .await
-            .into_iter()
-            .filter(|t| !t.state.is_terminal())
-            .collect();
-    }
-    assert!(left.is_empty(), "{left:?}");
+    settled(&client, "stopped", Instant::now(), Duration::from_secs(1)).await;
     let all = directive_tasks(&client, "stopped", None).await;
     assert!(all.len() <= 32, "{}", all.len());
     assert!(all.iter().any(|t| t.state == TaskState::Cancelled));
@@ -281,12 +221,10 @@ async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
     assert_eq!(out, inputs);
     let finished = client.status().await.unwrap().tasks.finished;
     // The same keys again: the same results, no task runs again.
-    let mut stats = None;
     let again = client.map(&echo, inputs.clone()).options(options);
     let mut got = vec![Vec::new(); inputs.len()];
-    stats = Some(again.for_each(|n, o| got[n as usize] = o).await.unwrap()).or(stats);
+    let stats = again.for_each(|n, o| got[n as usize] = o).await.unwrap();
     assert_eq!(got, inputs);
-    let stats = stats.unwrap();
     assert_eq!((stats.submitted, stats.reused), (200, 200), "{stats:?}");
     assert_eq!(client.status().await.unwrap().tasks.finished, finished);
     // A decode failure names the operation and the format.
@@ -303,28 +241,6 @@ async fn operations_speak_messagepack_and_rerun_keys_reuse_tasks() {
     let err = client.map(&nope, [1u64]).collect().await.unwrap_err();
     assert_eq!(err.code(), Some("function_not_found"), "{err}");
     assert!(err.to_string().contains("input #0"), "{err}");
-}
-
-/// Every task of `function`, every page.
-async fn function_tasks(client: &Client, function: &str) -> Vec<colony_core::wire::TaskInfo> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = client
-            .tasks(&TaskQuery {
-                function: Some(function.to_owned()),
-                limit: Some(1000),
-                after: after.take(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        all.extend(page.tasks);
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return all,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,7 +316,12 @@ async fn colony_map_over_1000_files_is_killed_and_rerun_without_redoing_work() {
         assert_eq!(got, format!("{}", 2 + i % 5), "f{i:04}");
     }
     // One task per file, each run once: nothing was redone.
-    let tasks = function_tasks(&client, "work").await;
+    let query = TaskQuery {
+        function: Some("work".into()),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let tasks = client.all_tasks(&query).await.unwrap();
     assert_eq!(tasks.len(), 1000);
     assert!(
         tasks

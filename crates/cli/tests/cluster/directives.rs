@@ -3,55 +3,46 @@
 
 use std::time::{Duration, Instant};
 
-use colony_client::{Client, DeployOptions, DirectiveOptions, Error, Operation, TaskQuery};
+use colony_client::{Client, DirectiveOptions, Error, Operation};
 use colony_core::TaskState;
 use colony_core::wire::DirectiveEvent;
-use colony_testsupport::{NatsServer, guests};
+use colony_testsupport::{NatsServer, TestServer, guests};
 
 use super::{SERIAL, client, known_everywhere, worker};
 
-async fn deploy_builtins(client: &Client) {
-    let builtin = DeployOptions {
-        executor: Some("builtin".into()),
-        ..Default::default()
-    };
+#[path = "../common/directives.rs"]
+mod common;
+use common::{deploy_builtins, directive_tasks, settled};
+
+/// Three workers on `nats`, each with `extra` flags.
+fn three_workers(nats: &NatsServer, extra: &[&str]) -> [TestServer; 3] {
+    [
+        worker(nats, extra),
+        worker(nats, extra),
+        worker(nats, extra),
+    ]
+}
+
+/// The builtins, deployed on the first and known to all.
+async fn with_builtins(w: &[TestServer; 3]) {
+    deploy_builtins(&client(&w[0])).await;
+    let all: Vec<_> = w.iter().collect();
     for name in ["square", "add", "echo"] {
-        client.deploy(name, name, &builtin).await.unwrap();
+        known_everywhere(&all, name).await;
     }
 }
 
-/// The tasks of a directive in `state`, every page.
-async fn directive_tasks(client: &Client, directive: &str, state: Option<TaskState>) -> usize {
-    let mut n = 0;
-    let mut after = None;
-    loop {
-        let page = client
-            .tasks(&TaskQuery {
-                state,
-                directive: Some(directive.to_owned()),
-                limit: Some(1000),
-                after: after.take(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        n += page.tasks.len();
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return n,
-        }
-    }
+/// How many tasks of a directive are in `state` (any, when `None`).
+async fn count(client: &Client, directive: &str, state: Option<TaskState>) -> usize {
+    directive_tasks(client, directive, state).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sum_of_squares_over_100000_inputs_in_a_three_worker_cluster() {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start();
-    let w = [worker(&nats, &[]), worker(&nats, &[]), worker(&nats, &[])];
-    let all: Vec<_> = w.iter().collect();
-    deploy_builtins(&client(&w[0])).await;
-    known_everywhere(&all, "square").await;
-    known_everywhere(&all, "add").await;
+    let w = three_workers(&nats, &[]);
+    with_builtins(&w).await;
     let square = Operation::<u64, u64>::new("square");
     let add = Operation::<(u64, u64), u64>::new("add");
     let started = Instant::now();
@@ -91,11 +82,8 @@ async fn sum_of_squares_over_100000_inputs_in_a_three_worker_cluster() {
 async fn two_directives_on_two_workers_receive_only_their_own_results() {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start();
-    let w = [worker(&nats, &[]), worker(&nats, &[]), worker(&nats, &[])];
-    let all: Vec<_> = w.iter().collect();
-    deploy_builtins(&client(&w[0])).await;
-    known_everywhere(&all, "square").await;
-    known_everywhere(&all, "echo").await;
+    let w = three_workers(&nats, &[]);
+    with_builtins(&w).await;
     // A channel with no task of its own, on the third worker.
     let mut quiet = client(&w[2]).directive_events("quiet").await.unwrap();
     let first = quiet.chunk().await.unwrap().unwrap();
@@ -129,11 +117,7 @@ async fn two_directives_on_two_workers_receive_only_their_own_results() {
 async fn a_fatal_error_aborts_a_directive_across_the_cluster() {
     let _serial = SERIAL.lock().await;
     let nats = NatsServer::start();
-    let w = [
-        worker(&nats, &["--concurrency", "2"]),
-        worker(&nats, &["--concurrency", "2"]),
-        worker(&nats, &["--concurrency", "2"]),
-    ];
+    let w = three_workers(&nats, &["--concurrency", "2"]);
     let all: Vec<_> = w.iter().collect();
     client(&w[0])
         .deploy("work", guests::c_guest("work"), &Default::default())
@@ -158,19 +142,8 @@ async fn a_fatal_error_aborts_a_directive_across_the_cluster() {
         "{err}"
     );
     assert!(err.to_string().contains("refused input -3"), "{err}");
-    let left = loop {
-        let left = directive_tasks(&c, "fatal", Some(TaskState::Queued)).await
-            + directive_tasks(&c, "fatal", Some(TaskState::Running)).await;
-        if left == 0 || returned.elapsed() > Duration::from_secs(1) {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(left, 0, "tasks left 1 s after the abort");
-    eprintln!(
-        "nothing queued or running {:?} after the error returned",
-        returned.elapsed()
-    );
-    assert!(directive_tasks(&c, "fatal", Some(TaskState::Cancelled)).await > 0);
-    assert!(directive_tasks(&c, "fatal", None).await < 150);
+    let took = settled(&c, "fatal", returned, Duration::from_secs(1)).await;
+    eprintln!("nothing queued or running {took:?} after the error returned");
+    assert!(count(&c, "fatal", Some(TaskState::Cancelled)).await > 0);
+    assert!(count(&c, "fatal", None).await < 150);
 }

@@ -357,7 +357,7 @@ impl ClusterTasks {
             });
             if self.put(&rec, rev).await?.is_some() {
                 error!(target: "colony::task", task = %id, deliveries, "task dead: delivered too often without finishing");
-                self.finished(&rec);
+                self.finished(&rec).await;
                 return Ok(());
             }
         }
@@ -568,7 +568,7 @@ impl ClusterTasks {
             rec.info.expires_ms = Some(self.expires(now));
             return Ok(match self.put(&rec, rev).await? {
                 Some(_) => {
-                    self.finished(&rec);
+                    self.finished(&rec).await;
                     Start::Done
                 }
                 None => Start::Conflict,
@@ -606,13 +606,14 @@ impl ClusterTasks {
         now.saturating_add(self.config.ttl.as_millis() as i64)
     }
 
-    fn finished(&self, rec: &Record) {
+    async fn finished(&self, rec: &Record) {
         self.finished.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .task_finished(rec.info.function.as_str(), rec.info.state.as_str());
         info!(target: "colony::task", task = %rec.info.id, function = %rec.info.function, attempts = rec.info.attempts, state = rec.info.state.as_str(), "task finished");
         self.directives
-            .done_record(&rec.info, rec.result.as_deref());
+            .done_record(&rec.info, rec.result.as_deref())
+            .await;
     }
 
     /// Ends a task that does not run (cancelled, or lost for good):
@@ -635,7 +636,7 @@ impl ClusterTasks {
             }
             match self.put(&rec, rev).await {
                 Ok(Some(_)) => {
-                    self.finished(&rec);
+                    self.finished(&rec).await;
                     break;
                 }
                 Ok(None) => match self.load(&rec.info.id).await {
@@ -781,7 +782,7 @@ impl ClusterTasks {
             let _ = msg.ack_with(AckKind::Nak(Some(d))).await;
             return;
         }
-        self.finished(&rec);
+        self.finished(&rec).await;
         // Acknowledged only now that the record is stored; if the ack is
         // lost, the redelivery finds the task finished.
         for _ in 0..3 {
@@ -1051,7 +1052,7 @@ impl TaskBackend for Arc<ClusterTasks> {
                 rec.cancel_requested = true;
                 if self.put(&rec, rev).await?.is_some() {
                     // Its message is acknowledged when next delivered.
-                    self.finished(&rec);
+                    self.finished(&rec).await;
                     return Ok(rec.info);
                 }
                 continue;
